@@ -1,0 +1,5 @@
+"""`python -m agentcron` runs the client CLI."""
+
+from agentcron.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""The ``Launcher`` interface: one fire becomes one session.
+
+Implementations live in ``agentcron.launchers`` (``command`` runs a local program,
+``managed_agents`` calls the hosted API). The scheduler and the deployment service only ever
+see this Protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from agentcron.models import AgentRef, Deployment, JSONObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRequest:
+    """Everything one session is created from. ``resources`` carry their secrets."""
+
+    deployment_id: str
+    run_id: str
+    agent: AgentRef
+    environment_id: str
+    initial_events: list[JSONObject]
+    metadata: dict[str, str] = field(default_factory=dict)
+    resources: list[JSONObject] = field(default_factory=list)
+    vault_ids: list[str] = field(default_factory=list)
+    budget: JSONObject | None = None
+    title: str | None = None
+
+    @classmethod
+    def for_deployment(cls, deployment: Deployment, run_id: str) -> SessionRequest:
+        return cls(
+            deployment_id=deployment.id,
+            run_id=run_id,
+            agent=deployment.agent,
+            environment_id=deployment.environment_id,
+            initial_events=deployment.initial_events,
+            metadata=deployment.metadata,
+            resources=deployment.resources,
+            vault_ids=deployment.vault_ids,
+            budget=deployment.budget,
+            title=deployment.name,
+        )
+
+    def session_body(self) -> dict[str, Any]:
+        """The body of ``POST /v1/sessions`` (and the JSON a local session reads on stdin)."""
+        body: dict[str, Any] = {
+            "agent": {"type": "agent", "id": self.agent.id, "version": self.agent.version},
+            "environment_id": self.environment_id,
+            "initial_events": self.initial_events,
+            "metadata": self.metadata,
+            "resources": self.resources,
+            "vault_ids": self.vault_ids,
+        }
+        if self.budget is not None:
+            body["budget"] = self.budget
+        if self.title is not None:
+            body["title"] = self.title
+        return body
+
+
+class SessionRecorder(Protocol):
+    """Where a launcher records the life of the local sessions it starts (the journal)."""
+
+    async def session_started(
+        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+    ) -> None:
+        """Record that ``session_id`` started as process ``pid``."""
+        ...
+
+    async def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+        """Record the process's exit status (negative: killed by that signal)."""
+        ...
+
+
+class Launcher(Protocol):
+    """Creates sessions and resolves the agents and environments deployments name."""
+
+    async def resolve_agent(self, agent_id: str, version: int | None) -> AgentRef:
+        """Pin ``agent_id`` to ``version``, or to its latest version when ``None``.
+
+        Raises ``InvalidRequest`` (naming ``agent``) when the agent does not exist, is
+        archived or has no such version.
+        """
+        ...
+
+    async def validate_environment(self, environment_id: str) -> None:
+        """Raise ``InvalidRequest`` (naming ``environment_id``) if it cannot be used."""
+        ...
+
+    async def create_session(self, request: SessionRequest) -> str:
+        """Create one session and return its id (``sesn_...``).
+
+        Raises ``LaunchFailure`` with a run error type on every failure; never retries.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; stop local sessions still running (SIGTERM, then SIGKILL)."""
+        ...

@@ -1,0 +1,1 @@
+"""Launcher implementations: `command` (local processes) and `managed_agents` (hosted API)."""
