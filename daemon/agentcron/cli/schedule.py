@@ -1,0 +1,10 @@
+"""`agentcron schedule` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the `schedule` sub-commands to the CLI."""

@@ -1,0 +1,10 @@
+"""`agentcron status` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the `status` sub-commands to the CLI."""

@@ -1,0 +1,114 @@
+"""Test doubles for the edges agentcron talks to: a clock and a launcher.
+
+These are written for the tests (SPEC allows a simple launcher in scheduler tests); they
+implement the project's Protocols and are never used by the daemon itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import anyio
+
+from agentcron import ids
+from agentcron.errors import InvalidRequest, LaunchFailure
+from agentcron.launcher import SessionRequest
+from agentcron.models import AgentRef
+
+
+class FakeClock:
+    """A clock that only moves when a test moves it.
+
+    ``sleep`` parks the caller until ``advance`` moves the monotonic time past its deadline;
+    ``step_wall`` moves only the wall clock, like an NTP step.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._wall = start
+        self._mono = 0.0
+        self._sleepers: list[tuple[float, anyio.Event]] = []
+
+    def now(self) -> datetime:
+        return self._wall
+
+    @property
+    def monotonic(self) -> float:
+        return self._mono
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        self._sleepers.append((self._mono + seconds, event))
+        await event.wait()
+
+    def step_wall(self, delta: timedelta) -> None:
+        self._wall += delta
+
+    async def advance(self, seconds: float) -> None:
+        """Move both clocks forward, waking each sleeper in deadline order on the way."""
+        target = self._mono + seconds
+        while True:
+            due = [s for s in self._sleepers if s[0] <= target]
+            if not due:
+                break
+            deadline, event = min(due, key=lambda s: s[0])
+            self._sleepers.remove((deadline, event))
+            self._move_to(deadline)
+            event.set()
+            await anyio.wait_all_tasks_blocked()
+        self._move_to(target)
+        await anyio.wait_all_tasks_blocked()
+
+    def _move_to(self, mono: float) -> None:
+        if mono > self._mono:
+            self._wall += timedelta(seconds=mono - self._mono)
+            self._mono = mono
+
+
+@dataclass
+class RecordingLauncher:
+    """A launcher that records every request and answers as scripted.
+
+    ``agents`` maps agent id -> latest version; ids in ``archived_agents`` fail with
+    ``agent_archived``. ``fail_with`` makes every creation fail with that run error type;
+    ``delay`` makes each creation take that long (real seconds).
+    """
+
+    agents: Mapping[str, int] = field(default_factory=lambda: {"agent_test": 1})
+    environments: frozenset[str] = frozenset({"env_test"})
+    archived_agents: set[str] = field(default_factory=set)
+    fail_with: str | None = None
+    delay: float = 0.0
+    requests: list[SessionRequest] = field(default_factory=list)
+    session_ids: list[str] = field(default_factory=list)
+
+    async def resolve_agent(self, agent_id: str, version: int | None) -> AgentRef:
+        latest = self.agents.get(agent_id)
+        if latest is None or agent_id in self.archived_agents:
+            raise InvalidRequest(f"agent: agent {agent_id!r} does not exist or is archived")
+        if version is not None and not 1 <= version <= latest:
+            raise InvalidRequest(f"agent: agent {agent_id!r} has no version {version}")
+        return AgentRef(id=agent_id, version=version or latest)
+
+    async def validate_environment(self, environment_id: str) -> None:
+        if environment_id not in self.environments:
+            raise InvalidRequest(f"environment_id: unknown environment {environment_id!r}")
+
+    async def create_session(self, request: SessionRequest) -> str:
+        self.requests.append(request)
+        if self.delay:
+            await anyio.sleep(self.delay)
+        if request.agent.id in self.archived_agents:
+            raise LaunchFailure("agent_archived", f"agent `{request.agent.id}` is archived")
+        if self.fail_with is not None:
+            raise LaunchFailure(self.fail_with, f"scripted failure: {self.fail_with}")
+        session_id = ids.new_id(ids.SESSION)
+        self.session_ids.append(session_id)
+        return session_id
+
+    async def aclose(self) -> None:
+        return None
