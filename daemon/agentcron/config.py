@@ -6,9 +6,15 @@ or raises ``ConfigError`` listing every problem, each naming its key.
 
 from __future__ import annotations
 
+import os
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from agentcron.errors import ConfigError
+from agentcron.timeutil import parse_duration
 
 LauncherType = Literal["command", "managed_agents"]
 
@@ -89,3 +95,310 @@ class Config:
     daemon: DaemonConfig
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     declarations: Declarations = field(default_factory=Declarations)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+_RUN_ERROR_TYPES = frozenset(
+    {
+        "environment_archived",
+        "environment_not_found",
+        "agent_archived",
+        "vault_not_found",
+        "vault_archived",
+        "session_rate_limited",
+        "session_creation_rejected",
+        "service_unavailable",
+    }
+)
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    """``$STATE_DIRECTORY`` under systemd, else ``$XDG_STATE_HOME/agentcron``."""
+    if state := environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    base = environ.get("XDG_STATE_HOME") or str(
+        Path(environ.get("HOME", "~")).expanduser() / ".local" / "state"
+    )
+    return Path(base) / "agentcron"
+
+
+def default_socket(environ: Mapping[str, str]) -> Path:
+    """``$RUNTIME_DIRECTORY/control.sock`` under systemd, else the XDG runtime dir, else /tmp."""
+    if runtime := environ.get("RUNTIME_DIRECTORY"):
+        return Path(runtime.split(":")[0]) / "control.sock"
+    if xdg := environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / "agentcron" / "control.sock"
+    return Path(f"/tmp/agentcron-{os.getuid()}") / "control.sock"
+
+
+class _Reader:
+    """Walks one TOML table, collecting a problem per bad key instead of stopping at the first."""
+
+    def __init__(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        problems: list[str],
+        base_dir: Path | None = None,
+    ) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.problems = problems
+        self.base_dir = base_dir
+        self.seen: set[str] = set()
+
+    def child(self, table: Mapping[str, Any], prefix: str) -> _Reader:
+        return _Reader(table, prefix, self.problems, self.base_dir)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
+            self.problem(name, f"expected {_kind_name(kind)}, got a boolean")
+            return default
+        if not isinstance(value, kind):
+            self.problem(name, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+            return default
+        return value
+
+    def duration(
+        self, name: str, default: float, *, low: float = 0.0, high: float | None = None
+    ) -> float:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        try:
+            seconds = parse_duration(self.table[name])
+        except ValueError as exc:
+            self.problem(name, str(exc))
+            return default
+        if seconds < low or (high is not None and seconds > high):
+            limit = f"between {low:g}s and {high:g}s" if high is not None else f"at least {low:g}s"
+            self.problem(name, f"must be {limit}, got {seconds:g}s")
+            return default
+        return seconds
+
+    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        value = self.get(name, int, default)
+        if value != default and (value < low or (high is not None and value > high)):
+            limit = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.problem(name, f"must be {limit}, got {value}")
+            return default
+        return int(value)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return str(value)
+
+    def path(self, name: str, default: Path | None) -> Path | None:
+        value = self.get(name, str, None)
+        if value is None:
+            return default
+        if not value:
+            self.problem(name, "must not be empty")
+            return default
+        path = Path(value).expanduser()
+        if self.base_dir is not None and not path.is_absolute():
+            path = self.base_dir / path
+        return path
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.get(name, list, [])
+        if not all(isinstance(item, str) for item in value):
+            self.problem(name, "expected a list of strings")
+            return ()
+        return tuple(value)
+
+    def integers(self, name: str) -> tuple[int, ...]:
+        value = self.get(name, list, [])
+        if not all(
+            isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+        ):
+            self.problem(name, "expected a list of non-negative integers")
+            return ()
+        return tuple(value)
+
+    def string_table(self, name: str) -> dict[str, str]:
+        value = self.get(name, dict, {})
+        if not all(isinstance(v, str) for v in value.values()):
+            self.problem(name, "expected a table of string values")
+            return {}
+        return dict(value)
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.append(f"{self.key(name)}: {message}")
+
+    def finish(self) -> None:
+        for name in self.table:
+            if name not in self.seen:
+                self.problems.append(f"{self.key(name)}: unknown key")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def parse_config(
+    document: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate a parsed TOML document (plus ``overrides`` of ``[daemon]`` keys from flags).
+
+    Relative paths in the document are resolved against ``base_dir`` (the config file's
+    directory). Raises ``ConfigError`` listing every problem, each naming its key.
+    """
+    problems: list[str] = []
+    top = _Reader(document, "", problems, base_dir)
+    daemon_table = dict(top.get("daemon", dict, {}))
+    daemon_table.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    launcher_table = top.get("launcher", dict, {})
+    agents_table = top.get("agents", dict, {})
+    environments_table = top.get("environments", dict, {})
+    vaults_table = top.get("vaults", dict, {})
+    top.finish()
+
+    d = top.child(daemon_table, "daemon")
+    auto_pause_on = d.strings("auto_pause_on")
+    for item in auto_pause_on:
+        if item not in _RUN_ERROR_TYPES:
+            d.problem(
+                "auto_pause_on",
+                f"{item!r} is not a run error type ({', '.join(sorted(_RUN_ERROR_TYPES))})",
+            )
+    daemon = DaemonConfig(
+        state_dir=d.path("state_dir", None) or default_state_dir(environ),
+        socket=d.path("socket", None) or default_socket(environ),
+        socket_group=d.get("socket_group", str, None),
+        allowed_uids=d.integers("allowed_uids"),
+        allowed_gids=d.integers("allowed_gids"),
+        max_deployments=d.integer("max_deployments", 1000, low=1),
+        max_jitter=d.duration("max_jitter", 10.0, high=10.0),
+        misfire_grace=d.duration("misfire_grace", 60.0),
+        max_request_bytes=d.integer("max_request_bytes", 10 * 1024 * 1024, low=1024),
+        log_format=d.choice("log_format", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
+        log_level=d.choice("log_level", _LOG_LEVELS, "info"),
+        auto_pause_on=auto_pause_on,
+    )
+    d.finish()
+
+    lr = top.child(launcher_table, "launcher")
+    launcher_type = lr.choice("type", ("command", "managed_agents"), "command")
+    max_sessions = lr.integer("max_concurrent_sessions", 16, low=1, high=100_000)
+    stop_grace = lr.duration("stop_grace", 10.0, high=3600.0)
+    ma_table = lr.get("managed_agents", dict, {})
+    lr.finish()
+    ma = top.child(ma_table, "launcher.managed_agents")
+    base_url = ma.get("base_url", str, "https://api.anthropic.com")
+    if not base_url.startswith(("http://", "https://")):
+        ma.problem("base_url", f"must start with http:// or https://, got {base_url!r}")
+    managed = ManagedAgentsConfig(
+        base_url=base_url.rstrip("/"),
+        api_key_file=ma.path("api_key_file", None),
+        timeout=ma.duration("timeout", 30.0, low=0.001, high=3600.0),
+    )
+    ma.finish()
+    launcher = LauncherConfig(
+        type=launcher_type,  # type: ignore[arg-type]
+        max_concurrent_sessions=max_sessions,
+        stop_grace=stop_grace,
+        managed_agents=managed,
+    )
+
+    declarations = Declarations(
+        agents=_declared(top, agents_table, "agents", _agent),
+        environments=_declared(top, environments_table, "environments", _environment),
+        vaults=_declared(top, vaults_table, "vaults", _vault),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return Config(daemon=daemon, launcher=launcher, declarations=declarations)
+
+
+def _declared(
+    top: _Reader,
+    table: Mapping[str, Any],
+    section: str,
+    build: Callable[[str, _Reader], Any],
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, body in table.items():
+        if not isinstance(body, dict):
+            top.problems.append(f"{section}.{name}: expected a table")
+            continue
+        reader = top.child(body, f"{section}.{name}")
+        result[name] = build(name, reader)
+        reader.finish()
+    return result
+
+
+def _agent(name: str, r: _Reader) -> AgentDecl:
+    argv = r.strings("argv")
+    if "argv" not in r.table:
+        r.problem("argv", "is required (the program and its arguments)")
+    elif not argv:
+        r.problem("argv", "must not be empty")
+    return AgentDecl(
+        id=name,
+        version=r.integer("version", 1, low=1),
+        argv=argv,
+        archived=r.get("archived", bool, False),
+    )
+
+
+def _environment(name: str, r: _Reader) -> EnvironmentDecl:
+    return EnvironmentDecl(
+        id=name,
+        cwd=r.path("cwd", None),
+        env=r.string_table("env"),
+        archived=r.get("archived", bool, False),
+    )
+
+
+def _vault(name: str, r: _Reader) -> VaultDecl:
+    env_file = r.path("env_file", None)
+    if env_file is None and "env_file" not in r.table:
+        r.problem("env_file", "is required (a file of KEY=VALUE lines)")
+    return VaultDecl(
+        id=name,
+        env_file=env_file or Path("/nonexistent"),
+        archived=r.get("archived", bool, False),
+    )
+
+
+def load_config(
+    path: Path | None,
+    *,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (TOML; ``None`` = built-in defaults) and validate it with ``parse_config``."""
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                document = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    base_dir = path.resolve().parent if path is not None else None
+    return parse_config(document, environ=environ, overrides=overrides, base_dir=base_dir)
