@@ -1,0 +1,472 @@
+"""The ``command`` launcher: every session is one local child process.
+
+Agents, environments and vaults are declared in the configuration (``Declarations``). A session
+of agent ``A`` in environment ``E`` with vaults ``V...`` is the program ``A.argv`` started:
+
+- in its own session and process group (signals reach the whole tree),
+- in the working directory ``E.cwd`` (the daemon's own working directory when unset),
+- with stdin the JSON session request (``SessionRequest.session_body()`` plus ``session_id``,
+  ``deployment_id`` and ``run_id``), written in full and then closed,
+- with stdout and stderr appended to ``<state_dir>/sessions/<session_id>.log`` (directory
+  0700, file 0600),
+- with an environment built in this order, later sources winning: a minimal base taken from the
+  daemon (``PATH``, defaulting to ``/usr/local/bin:/usr/bin:/bin``, then ``HOME``, ``USER``,
+  ``LOGNAME``, ``LANG``, ``LC_ALL``, ``TZ`` and ``TMPDIR`` when set), the environment's ``env``,
+  each vault's env-file in ``vault_ids`` order, and last ``AGENTCRON_SESSION_ID``,
+  ``AGENTCRON_DEPLOYMENT_ID`` and ``AGENTCRON_RUN_ID``. Nothing else of the daemon's
+  environment is inherited.
+
+Vault values reach the child's environment and nowhere else: they are never logged, never part
+of the request JSON, never quoted in an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import Process, TaskGroup
+
+from agentcron import ids
+from agentcron.clock import Clock
+from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
+from agentcron.errors import InvalidRequest, LaunchFailure
+from agentcron.launcher import SessionRecorder, SessionRequest
+from agentcron.models import AgentRef, RunErrorType
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+BASE_ENV_NAMES = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_LISTED_NAMES = 20
+
+
+class EnvFileError(ValueError):
+    """An env-file line is not ``KEY=VALUE``; the message names the line, never its content."""
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Parse an env-file: ``KEY=VALUE`` lines, ``#`` comments, blank lines.
+
+    A line may start with ``export ``; a value may be wrapped in matching single or double
+    quotes, which are removed (nothing else is unescaped or expanded; ``#`` after a value is
+    part of the value). Raises ``EnvFileError`` naming the first bad line by number.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line.removeprefix("export ").lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _ENV_KEY.match(key) or "\0" in value:
+            raise EnvFileError(f"line {number} is not KEY=VALUE")
+        if value[:1] in {'"', "'"}:
+            if len(value) < 2 or value[-1] != value[0]:
+                raise EnvFileError(f"line {number} has an unterminated quote")
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the daemon's environment every session inherits (see the module doc)."""
+    base = {"PATH": environ.get("PATH") or DEFAULT_PATH}
+    base.update({name: environ[name] for name in BASE_ENV_NAMES if environ.get(name)})
+    return base
+
+
+def _listing(kind: str, names: list[str]) -> str:
+    if not names:
+        return f"no {kind} are declared"
+    shown = ", ".join(sorted(names)[:_LISTED_NAMES])
+    more = len(names) - _LISTED_NAMES
+    return f"declared {kind}: {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass(slots=True, kw_only=True)
+class _LocalSession:
+    """A child process the launcher started and has not seen finish yet."""
+
+    session_id: str
+    process: Process
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+
+
+class CommandLauncher:
+    """Runs each session as a local child process (SPEC §6, ``command``).
+
+    Must be entered (``async with``) before ``create_session``: it owns the task group in
+    which one watcher per child waits for its exit and records it. Leaving the context stops
+    every running session (SIGTERM, then SIGKILL after ``stop_grace`` seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        declarations: Declarations,
+        state_dir: Path,
+        max_concurrent_sessions: int,
+        stop_grace: float = 10.0,
+        recorder: SessionRecorder | None = None,
+        clock: Clock,
+    ) -> None:
+        self._declarations = declarations
+        self._sessions_dir = state_dir / "sessions"
+        self._max_concurrent = max_concurrent_sessions
+        self._stop_grace = stop_grace
+        self._recorder = recorder
+        self._clock = clock
+        self._base_env = base_environment(os.environ)
+        self._task_group: TaskGroup | None = None
+        self._closing = False
+        self._spawning = 0
+        self._spawns_drained: anyio.Event | None = None
+        self._active = 0  # reserved or running children, the number the cap applies to
+        self._running: dict[str, _LocalSession] = {}
+        self._sessions_dir_ready = False
+
+    async def __aenter__(self) -> CommandLauncher:
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
+        task_group, self._task_group = self._task_group, None
+        if task_group is not None:
+            await task_group.__aexit__(exc_type, exc, tb)
+
+    def reload(self, declarations: Declarations) -> None:
+        """Replace the declared agents, environments and vaults (SIGHUP).
+
+        Sessions already running are not touched; the next creation sees the new declarations.
+        """
+        self._declarations = declarations
+
+    def running_sessions(self) -> int:
+        """How many child processes are running right now."""
+        return len(self._running)
+
+    # -- the Launcher protocol -------------------------------------------------------------
+
+    async def resolve_agent(self, agent_id: str, version: int | None) -> AgentRef:
+        agents = self._declarations.agents
+        agent = agents.get(agent_id)
+        if agent is None or agent.archived:
+            usable = [a.id for a in agents.values() if not a.archived]
+            state = "is archived" if agent is not None else "is not declared"
+            raise InvalidRequest(f"agent: agent {agent_id!r} {state}; {_listing('agents', usable)}")
+        if version is not None and version != agent.version:
+            raise InvalidRequest(
+                f"agent: agent {agent_id!r} is declared at version {agent.version}, "
+                f"not version {version}"
+            )
+        return AgentRef(id=agent.id, version=agent.version)
+
+    async def validate_environment(self, environment_id: str) -> None:
+        environments = self._declarations.environments
+        environment = environments.get(environment_id)
+        if environment is None or environment.archived:
+            usable = [e.id for e in environments.values() if not e.archived]
+            state = "is archived" if environment is not None else "is not declared"
+            raise InvalidRequest(
+                f"environment_id: environment {environment_id!r} {state}; "
+                f"{_listing('environments', usable)}"
+            )
+
+    async def create_session(self, request: SessionRequest) -> str:
+        if self._task_group is None or self._closing:
+            raise LaunchFailure(
+                RunErrorType.SERVICE_UNAVAILABLE,
+                "the command launcher is not running (the daemon is stopping)",
+            )
+        declarations = self._declarations
+        agent = self._agent_for(declarations, request)
+        environment = self._environment_for(declarations, request)
+        secrets = self._vault_environment(declarations, request.vault_ids)
+        if self._active >= self._max_concurrent:
+            raise LaunchFailure(
+                RunErrorType.SESSION_RATE_LIMITED,
+                f"{self._max_concurrent} local sessions are already running "
+                "(launcher.max_concurrent_sessions)",
+            )
+        if agent.version != request.agent.version:
+            log.warning(
+                "agent_version_differs",
+                agent_id=agent.id,
+                pinned_version=request.agent.version,
+                declared_version=agent.version,
+            )
+        session_id = ids.new_id(ids.SESSION)
+        env = {**self._base_env, **environment.env, **secrets}
+        env |= {
+            "AGENTCRON_SESSION_ID": session_id,
+            "AGENTCRON_DEPLOYMENT_ID": request.deployment_id,
+            "AGENTCRON_RUN_ID": request.run_id,
+        }
+        stdin_data = self._stdin_json(request, session_id)
+        self._active += 1
+        self._spawning += 1
+        try:
+            process = await self._spawn(agent, environment, env, session_id)
+            session = _LocalSession(session_id=session_id, process=process)
+            self._running[session_id] = session
+            self._task_group.start_soon(self._watch, session, request, stdin_data)
+        except BaseException:
+            self._active -= 1
+            raise
+        finally:
+            self._spawning -= 1
+            if not self._spawning and self._spawns_drained is not None:
+                self._spawns_drained.set()
+        log.info(
+            "session_started",
+            session_id=session_id,
+            deployment_id=request.deployment_id,
+            run_id=request.run_id,
+            agent_id=agent.id,
+            pid=process.pid,
+        )
+        return session_id
+
+    async def aclose(self) -> None:
+        """Stop running sessions: SIGTERM to each process group, SIGKILL after the grace."""
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            if self._spawning:  # children being spawned now are stopped with the others
+                self._spawns_drained = anyio.Event()
+                await self._spawns_drained.wait()
+            sessions = list(self._running.values())
+            if not sessions:
+                return
+            log.info("sessions_stopping", count=len(sessions), grace_seconds=self._stop_grace)
+            for session in sessions:
+                self._signal(session, signal.SIGTERM)
+            with anyio.move_on_after(self._stop_grace):
+                for session in sessions:
+                    await session.exited.wait()
+            for session in sessions:
+                if not session.exited.is_set():
+                    log.warning("session_killed", session_id=session.session_id)
+                    self._signal(session, signal.SIGKILL)
+            for session in sessions:
+                await session.finished.wait()
+
+    # -- creation steps --------------------------------------------------------------------
+
+    @staticmethod
+    def _agent_for(declarations: Declarations, request: SessionRequest) -> AgentDecl:
+        agent = declarations.agents.get(request.agent.id)
+        if agent is None:
+            raise LaunchFailure(
+                RunErrorType.AGENT_ARCHIVED,
+                f"agent `{request.agent.id}` is not declared in the configuration",
+            )
+        if agent.archived:
+            raise LaunchFailure(RunErrorType.AGENT_ARCHIVED, f"agent `{agent.id}` is archived")
+        return agent
+
+    @staticmethod
+    def _environment_for(declarations: Declarations, request: SessionRequest) -> EnvironmentDecl:
+        environment_id = request.environment_id
+        environment = declarations.environments.get(environment_id)
+        if environment is None:
+            raise LaunchFailure(
+                RunErrorType.ENVIRONMENT_ARCHIVED,
+                f"environment `{environment_id}` is not declared in the configuration",
+            )
+        if environment.archived:
+            raise LaunchFailure(
+                RunErrorType.ENVIRONMENT_ARCHIVED, f"environment `{environment_id}` is archived"
+            )
+        return environment
+
+    @staticmethod
+    def _vault_environment(declarations: Declarations, vault_ids: list[str]) -> dict[str, str]:
+        """The merged env-files of ``vault_ids``; every message names the vault, not values."""
+        merged: dict[str, str] = {}
+        for vault_id in vault_ids:
+            vault = declarations.vaults.get(vault_id)
+            if vault is None:
+                raise LaunchFailure(
+                    RunErrorType.VAULT_NOT_FOUND,
+                    f"vault `{vault_id}` is not declared in the configuration",
+                )
+            if vault.archived:
+                raise LaunchFailure(RunErrorType.VAULT_ARCHIVED, f"vault `{vault_id}` is archived")
+            try:
+                text = vault.env_file.read_bytes().decode("utf-8")
+            except OSError as exc:
+                raise LaunchFailure(
+                    RunErrorType.VAULT_NOT_FOUND,
+                    f"vault `{vault_id}`: cannot read its env_file {vault.env_file}: "
+                    f"{exc.strerror or type(exc).__name__}",
+                ) from exc
+            except UnicodeDecodeError:
+                # ``from None``: the decode error carries the file's bytes.
+                raise LaunchFailure(
+                    RunErrorType.VAULT_NOT_FOUND,
+                    f"vault `{vault_id}`: its env_file {vault.env_file} is not UTF-8 text",
+                ) from None
+            try:
+                merged.update(parse_env_file(text))
+            except EnvFileError as exc:
+                raise LaunchFailure(
+                    RunErrorType.VAULT_NOT_FOUND,
+                    f"vault `{vault_id}`: its env_file {vault.env_file} is invalid: {exc}",
+                ) from exc
+        return merged
+
+    @staticmethod
+    def _stdin_json(request: SessionRequest, session_id: str) -> bytes:
+        document: dict[str, Any] = request.session_body()
+        document |= {
+            "session_id": session_id,
+            "deployment_id": request.deployment_id,
+            "run_id": request.run_id,
+        }
+        return json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
+
+    def _open_log(self, session_id: str) -> int:
+        if not self._sessions_dir_ready:
+            self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._sessions_dir.chmod(0o700)
+            self._sessions_dir_ready = True
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        return os.open(self._sessions_dir / f"{session_id}.log", flags, 0o600)
+
+    async def _spawn(
+        self, agent: AgentDecl, environment: EnvironmentDecl, env: dict[str, str], session_id: str
+    ) -> Process:
+        try:
+            log_fd = self._open_log(session_id)
+        except OSError as exc:
+            raise LaunchFailure(
+                RunErrorType.SERVICE_UNAVAILABLE,
+                f"cannot create the session log in {self._sessions_dir}: "
+                f"{exc.strerror or type(exc).__name__}",
+            ) from exc
+        try:
+            return await anyio.open_process(
+                list(agent.argv),
+                stdin=subprocess.PIPE,
+                stdout=log_fd,
+                stderr=log_fd,
+                cwd=environment.cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            (self._sessions_dir / f"{session_id}.log").unlink(missing_ok=True)
+            raise LaunchFailure(
+                RunErrorType.SERVICE_UNAVAILABLE,
+                f"cannot start agent `{agent.id}`: {_describe_os_error(exc)}",
+            ) from exc
+        finally:
+            os.close(log_fd)
+
+    # -- the life of a child ---------------------------------------------------------------
+
+    async def _watch(self, session: _LocalSession, request: SessionRequest, data: bytes) -> None:
+        """Feed stdin, wait for the exit, record both ends of the session.
+
+        Shielded: the child is only ever stopped by ``aclose``, which waits for this watcher.
+        """
+        process = session.process
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._record(
+                    "session_started",
+                    session_id=session.session_id,
+                    run_id=request.run_id,
+                    deployment_id=request.deployment_id,
+                    pid=process.pid,
+                    started_at=self._clock.now(),
+                )
+                await _feed_stdin(process, data)
+                await process.aclose()
+                exit_status = process.returncode if process.returncode is not None else -1
+                self._running.pop(session.session_id, None)
+                self._active -= 1
+                session.exited.set()
+                log.info("session_ended", session_id=session.session_id, exit_status=exit_status)
+                await self._record(
+                    "session_ended",
+                    session_id=session.session_id,
+                    exit_status=exit_status,
+                    ended_at=self._clock.now(),
+                )
+            finally:
+                if not session.exited.is_set():
+                    self._running.pop(session.session_id, None)
+                    self._active -= 1
+                    session.exited.set()
+                session.finished.set()
+
+    async def _record(self, event: str, **fields: Any) -> None:
+        if self._recorder is None:
+            return
+        method = getattr(self._recorder, event)
+        try:
+            await method(**fields)
+        except Exception as exc:  # a journal failure must not orphan the child
+            log.error(
+                "session_record_failed",
+                event=event,
+                session_id=fields["session_id"],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    @staticmethod
+    def _signal(session: _LocalSession, signum: signal.Signals) -> None:
+        try:
+            os.killpg(session.process.pid, signum)
+        except ProcessLookupError:
+            return
+        except OSError as exc:
+            log.warning(
+                "session_signal_failed",
+                session_id=session.session_id,
+                signal=signum.name,
+                error=_describe_os_error(exc),
+            )
+
+
+async def _feed_stdin(process: Process, data: bytes) -> None:
+    """Write the request and close stdin; a child that stops reading early is not an error."""
+    stdin = process.stdin
+    if stdin is None:
+        return
+    gone = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+    with contextlib.suppress(*gone):
+        await stdin.send(data)
+    with contextlib.suppress(*gone):
+        await stdin.aclose()
+
+
+def _describe_os_error(exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
