@@ -1,0 +1,163 @@
+"""How the CLI shows things: aligned tables and detail views for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+
+def print_json(value: object, *, stream: TextIO | None = None, compact: bool = False) -> None:
+    """Print ``value`` as JSON (indented, or one line with ``compact`` for JSON lines)."""
+    out = stream or sys.stdout
+    if compact:
+        out.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    else:
+        out.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    out.flush()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Rows under headers, each column as wide as its widest cell."""
+    all_rows = [list(headers), *([str(cell) for cell in row] for row in rows)]
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in all_rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def deployment_state(deployment: Mapping[str, Any]) -> str:
+    """``archived``, ``paused (manual)``, ``paused (error: <type>)`` or ``active``."""
+    if deployment.get("archived_at"):
+        return "archived"
+    reason = deployment.get("paused_reason")
+    if isinstance(reason, dict):
+        if reason.get("type") == "error":
+            error = reason.get("error") or {}
+            return f"paused (error: {error.get('type', '?')})"
+        return "paused (manual)"
+    return str(deployment.get("status", "?"))
+
+
+def schedule_text(deployment: Mapping[str, Any]) -> str:
+    schedule = deployment.get("schedule")
+    if not isinstance(schedule, dict):
+        return "manual only"
+    return f"{schedule.get('expression')} ({schedule.get('timezone')})"
+
+
+def next_fire_text(deployment: Mapping[str, Any]) -> str:
+    schedule = deployment.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("upcoming_runs_at"):
+        return str(schedule["upcoming_runs_at"][0])
+    return "-"
+
+
+def agent_text(agent: object) -> str:
+    if isinstance(agent, dict):
+        return f"{agent.get('id')} v{agent.get('version')}"
+    return "-"
+
+
+DEPLOYMENT_HEADERS = ("ID", "NAME", "STATE", "SCHEDULE", "NEXT RUN (UTC)", "AGENT")
+
+
+def deployment_row(deployment: Mapping[str, Any]) -> list[str]:
+    return [
+        str(deployment.get("id")),
+        str(deployment.get("name")),
+        deployment_state(deployment),
+        schedule_text(deployment),
+        next_fire_text(deployment),
+        agent_text(deployment.get("agent")),
+    ]
+
+
+def deployment_detail(deployment: Mapping[str, Any]) -> str:
+    """A deployment as ``key: value`` lines."""
+    schedule = deployment.get("schedule")
+    fields: list[tuple[str, str]] = [
+        ("id", str(deployment.get("id"))),
+        ("name", str(deployment.get("name"))),
+        ("description", str(deployment.get("description") or "-")),
+        ("state", deployment_state(deployment)),
+        ("agent", agent_text(deployment.get("agent"))),
+        ("environment", str(deployment.get("environment_id"))),
+        ("schedule", schedule_text(deployment)),
+    ]
+    if isinstance(schedule, dict):
+        fields.append(("last run", str(schedule.get("last_run_at") or "-")))
+        upcoming = schedule.get("upcoming_runs_at") or []
+        fields.append(("upcoming", ", ".join(upcoming) if upcoming else "-"))
+    metadata = deployment.get("metadata") or {}
+    fields += [
+        ("metadata", ", ".join(f"{k}={v}" for k, v in metadata.items()) or "-"),
+        ("vaults", ", ".join(deployment.get("vault_ids") or []) or "-"),
+        ("events", str(len(deployment.get("initial_events") or []))),
+        ("created", str(deployment.get("created_at"))),
+        ("updated", str(deployment.get("updated_at"))),
+        ("archived", str(deployment.get("archived_at") or "-")),
+    ]
+    width = max(len(key) for key, _ in fields)
+    return "\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in fields)
+
+
+RUN_HEADERS = ("ID", "DEPLOYMENT", "TRIGGER", "SCHEDULED AT", "RESULT", "CREATED")
+
+
+def run_row(run: Mapping[str, Any]) -> list[str]:
+    trigger = run.get("trigger_context") or {}
+    error = run.get("error")
+    if isinstance(error, dict):
+        result = f"error {error.get('type')}: {error.get('message')}"
+    else:
+        result = f"session {run.get('session_id')}"
+    return [
+        str(run.get("id")),
+        str(run.get("deployment_id")),
+        str(trigger.get("type", "?")),
+        str(trigger.get("scheduled_at") or "-"),
+        result,
+        str(run.get("created_at")),
+    ]
+
+
+def run_line(run: Mapping[str, Any]) -> str:
+    """One run on one line (for ``runs list --follow``, where columns cannot be measured)."""
+    run_id, deployment_id, trigger, scheduled_at, result, created_at = run_row(run)
+    return f"{created_at}  {run_id}  {deployment_id}  {trigger:<8}  {scheduled_at:<20}  {result}"
+
+
+def run_detail(run: Mapping[str, Any]) -> str:
+    run_id, deployment_id, trigger, scheduled_at, result, created_at = run_row(run)
+    fields = [
+        ("id", run_id),
+        ("deployment", deployment_id),
+        ("agent", agent_text(run.get("agent"))),
+        ("trigger", trigger),
+        ("scheduled at", scheduled_at),
+        ("result", result),
+        ("created", created_at),
+    ]
+    return "\n".join(f"{key + ':':<13} {value}" for key, value in fields)
+
+
+def health_text(health: Mapping[str, Any], socket_path: str) -> str:
+    """The daemon's health for people."""
+    counts = health.get("deployments") or {}
+    scheduler = health.get("scheduler") or {}
+    failed = scheduler.get("failed") or {}
+    lines = [
+        f"agentcrond {health.get('version')} ({health.get('status')}) on {socket_path}",
+        f"journal:      {health.get('journal')}",
+        f"daemon time:  {health.get('now')}",
+        "deployments:  " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "-"),
+        f"next fire:    {scheduler.get('next_fire_at') or '-'}",
+        f"fired:        {scheduler.get('fired', 0)} "
+        f"(succeeded {scheduler.get('succeeded', 0)}, missed {scheduler.get('missed', 0)}, "
+        f"in flight {scheduler.get('in_flight', 0)})",
+        "failed:       " + (", ".join(f"{k} {v}" for k, v in failed.items()) or "none"),
+    ]
+    return "\n".join(lines)
