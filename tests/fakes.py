@@ -42,8 +42,18 @@ class FakeClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        self._sleepers.append((self._mono + seconds, event))
-        await event.wait()
+        sleeper = (self._mono + seconds, event)
+        self._sleepers.append(sleeper)
+        try:
+            await event.wait()
+        finally:
+            if sleeper in self._sleepers:  # cancelled before its deadline: forget it
+                self._sleepers.remove(sleeper)
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks are parked in ``sleep`` right now."""
+        return len(self._sleepers)
 
     def step_wall(self, delta: timedelta) -> None:
         self._wall += delta
@@ -75,7 +85,9 @@ class RecordingLauncher:
 
     ``agents`` maps agent id -> latest version; ids in ``archived_agents`` fail with
     ``agent_archived``. ``fail_with`` makes every creation fail with that run error type;
-    ``delay`` makes each creation take that long (real seconds).
+    ``delay`` makes each creation take that long (real seconds); while ``gate`` is set to an
+    unset event, each creation waits for it (after recording the request). ``wait_for_requests``
+    returns once that many requests arrived.
     """
 
     agents: Mapping[str, int] = field(default_factory=lambda: {"agent_test": 1})
@@ -85,6 +97,8 @@ class RecordingLauncher:
     delay: float = 0.0
     requests: list[SessionRequest] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
+    gate: anyio.Event | None = None
+    _arrived: anyio.Event | None = field(default=None, repr=False)
 
     async def resolve_agent(self, agent_id: str, version: int | None) -> AgentRef:
         latest = self.agents.get(agent_id)
@@ -100,6 +114,11 @@ class RecordingLauncher:
 
     async def create_session(self, request: SessionRequest) -> str:
         self.requests.append(request)
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+        if self.gate is not None:
+            await self.gate.wait()
         if self.delay:
             await anyio.sleep(self.delay)
         if request.agent.id in self.archived_agents:
@@ -109,6 +128,13 @@ class RecordingLauncher:
         session_id = ids.new_id(ids.SESSION)
         self.session_ids.append(session_id)
         return session_id
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Wait until at least ``count`` session creations have been requested."""
+        while len(self.requests) < count:
+            if self._arrived is None:
+                self._arrived = anyio.Event()
+            await self._arrived.wait()
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,316 @@
+"""The fire path: claim a run durably, create one session, complete the run.
+
+``Firing`` is what the scheduler loop hands each due occurrence to (one task per fire) and what
+manual runs go through. The order is the crash-safety contract of SPEC §4: the run row is
+committed *before* the launcher is called, and completed after, so a daemon killed in between
+leaves an open claim that the next start completes as ``service_unavailable`` instead of
+creating the session a second time.
+
+Shutdown (``drain``): no new claims; session creations already started get ``grace`` seconds to
+finish; the rest are cancelled and their runs completed as ``service_unavailable``. The part of a
+fire after its claim is shielded from cancellation, so the journal never keeps an open claim of
+a run whose task was torn down.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+import structlog
+
+from agentcron.clock import Clock
+from agentcron.errors import AgentcronError, Conflict, LaunchFailure, ServiceUnavailable
+from agentcron.journal import Journal
+from agentcron.launcher import Launcher, SessionRequest
+from agentcron.models import Deployment, DeploymentRun, RunError, RunErrorType, TriggerType
+from agentcron.service import DeploymentService
+from agentcron.timeutil import format_ts
+
+log = structlog.get_logger("agentcron.scheduler")
+
+STOPPED_MESSAGE = "daemon stopped before session creation was confirmed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueFire:
+    """One occurrence the loop found due: what to fire and how to re-check it is still wanted."""
+
+    deployment: Deployment
+    scheduled_at: datetime
+    fire_at: datetime
+    is_live: Callable[[], Deployment | None]
+    """Returns the deployment's current snapshot if this occurrence should still fire."""
+
+
+class Changes:
+    """A level-triggered notification: waiters re-check their condition after every change."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None  # made lazily: needs a running event loop
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+
+
+class FireStats:
+    """The counters ``Scheduler.health()`` reports."""
+
+    __slots__ = ("duplicates", "failed", "fired", "in_flight", "missed", "succeeded")
+
+    def __init__(self) -> None:
+        self.fired = 0
+        self.succeeded = 0
+        self.failed: Counter[str] = Counter()
+        self.missed = 0
+        self.duplicates = 0
+        self.in_flight = 0
+
+
+class Firing:
+    """Claims, launches and completes runs; counts them; drains on shutdown."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        service: DeploymentService,
+        launcher: Launcher,
+        clock: Clock,
+        auto_pause_on: Iterable[str],
+        max_concurrent_fires: int,
+        changes: Changes,
+    ) -> None:
+        if max_concurrent_fires < 1:
+            raise ValueError("max_concurrent_fires must be at least 1")
+        self._journal = journal
+        self._service = service
+        self._launcher = launcher
+        self._clock = clock
+        self._auto_pause_on = frozenset(auto_pause_on)
+        self._limiter = anyio.CapacityLimiter(max_concurrent_fires)
+        self._changes = changes
+        self._launches: set[anyio.CancelScope] = set()
+        self._stopping = False
+        self._cutoff = False
+        self.stats = FireStats()
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Count a fire as in flight; call before spawning its task (so idle() cannot miss it)."""
+        self.stats.in_flight += 1
+
+    def _end(self) -> None:
+        self.stats.in_flight -= 1
+        self._changes.notify()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # --- scheduled fires -----------------------------------------------------------------------
+
+    async def fire_scheduled(self, due: DueFire) -> None:
+        """Fire one due occurrence. The caller has already called ``begin()``."""
+        try:
+            deployment = due.is_live()
+            if deployment is None or self._stopping:
+                return
+            with structlog.contextvars.bound_contextvars(deployment_id=deployment.id):
+                with anyio.CancelScope(shield=True):
+                    await self._fire_claimed(deployment, due)
+        finally:
+            self._end()
+
+    async def _fire_claimed(self, deployment: Deployment, due: DueFire) -> None:
+        try:
+            run_id = await self._journal.claim_run(
+                deployment_id=deployment.id,
+                agent=deployment.agent,
+                trigger_type=TriggerType.SCHEDULE,
+                scheduled_at=due.scheduled_at,
+                claimed_at=self._clock.now(),
+            )
+        except AgentcronError as exc:
+            log.error("run_claim_failed", scheduled_at=format_ts(due.scheduled_at), error=str(exc))
+            return
+        if run_id is None:
+            self.stats.duplicates += 1
+            log.info("run_duplicate_suppressed", scheduled_at=format_ts(due.scheduled_at))
+            return
+        with structlog.contextvars.bound_contextvars(run_id=run_id):
+            async with self._limiter:
+                started_at, session_id, error = await self._launch(deployment, run_id)
+            try:
+                run = await self._complete(run_id, session_id, error, last_run_at=started_at)
+            except AgentcronError:
+                return  # logged; the claim stays open and the next start completes it
+            lag_ms = round((started_at - due.fire_at).total_seconds() * 1000, 3)
+            self._record(run, session_id, error, lag_ms=lag_ms)
+            if error is not None:
+                await self._after_failure(deployment.id, error.type, scheduled=True)
+
+    # --- manual runs ---------------------------------------------------------------------------
+
+    async def run_manual(self, deployment_id: str) -> DeploymentRun:
+        """Claim, launch and complete a manual run now; see ``Scheduler.run_manual``."""
+        deployment = await self._service.get(deployment_id)  # NotFound
+        if deployment.is_archived:
+            raise Conflict(f"deployment {deployment_id} is archived")
+        if self._stopping:
+            raise ServiceUnavailable("the daemon is shutting down; try again after it restarts")
+        self.begin()
+        try:
+            with structlog.contextvars.bound_contextvars(deployment_id=deployment_id):
+                with anyio.CancelScope(shield=True):
+                    run = await self._run_manual_claimed(deployment)
+                return run
+        finally:
+            self._end()
+
+    async def _run_manual_claimed(self, deployment: Deployment) -> DeploymentRun:
+        run_id = await self._journal.claim_run(
+            deployment_id=deployment.id,
+            agent=deployment.agent,
+            trigger_type=TriggerType.MANUAL,
+            scheduled_at=None,
+            claimed_at=self._clock.now(),
+        )
+        if run_id is None:  # pragma: no cover - manual claims have no unique key
+            raise ServiceUnavailable("the journal refused the manual run's claim")
+        with structlog.contextvars.bound_contextvars(run_id=run_id):
+            _, session_id, error = await self._launch(deployment, run_id)
+            run = await self._complete(run_id, session_id, error, last_run_at=None)
+            self._record(run, session_id, error, lag_ms=0.0)
+            if error is not None:
+                await self._after_failure(deployment.id, error.type, scheduled=False)
+        return run
+
+    # --- the shared steps ----------------------------------------------------------------------
+
+    async def _launch(
+        self, deployment: Deployment, run_id: str
+    ) -> tuple[datetime, str | None, RunError | None]:
+        """Call the launcher; returns (when the call began, session id, error)."""
+        started_at = self._clock.now()
+        if self._cutoff:
+            return (
+                started_at,
+                None,
+                RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=STOPPED_MESSAGE),
+            )
+        request = SessionRequest.for_deployment(deployment, run_id)
+        scope = anyio.CancelScope()
+        self._launches.add(scope)
+        session_id: str | None = None
+        error: RunError | None = None
+        try:
+            with scope:
+                try:
+                    session_id = await self._launcher.create_session(request)
+                except LaunchFailure as exc:
+                    error = RunError(type=exc.error_type, message=exc.message)
+                except Exception as exc:  # the run records every failure
+                    log.exception("session_creation_crashed")
+                    error = RunError(
+                        type=RunErrorType.SERVICE_UNAVAILABLE,
+                        message=f"session creation failed unexpectedly ({type(exc).__name__})",
+                    )
+        finally:
+            self._launches.discard(scope)
+            self._changes.notify()
+        if scope.cancelled_caught or (session_id is None and error is None):
+            session_id = None
+            error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=STOPPED_MESSAGE)
+        return started_at, session_id, error
+
+    async def _complete(
+        self,
+        run_id: str,
+        session_id: str | None,
+        error: RunError | None,
+        *,
+        last_run_at: datetime | None,
+    ) -> DeploymentRun:
+        try:
+            return await self._journal.complete_run(
+                run_id,
+                session_id=session_id,
+                error=error,
+                completed_at=self._clock.now(),
+                last_run_at=last_run_at,
+            )
+        except AgentcronError as exc:
+            # The claim stays open; the next start completes it as service_unavailable.
+            log.error("run_completion_failed", session_id=session_id, error=str(exc))
+            raise
+
+    def _record(
+        self,
+        run: DeploymentRun,
+        session_id: str | None,
+        error: RunError | None,
+        *,
+        lag_ms: float,
+    ) -> None:
+        self.stats.fired += 1
+        if error is None:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed[error.type] += 1
+        log.info(
+            "run_fired",
+            trigger=run.trigger_type.value,
+            scheduled_at=format_ts(run.scheduled_at) if run.scheduled_at else None,
+            lag_ms=lag_ms,
+            outcome=session_id if error is None else error.type,
+        )
+
+    async def _after_failure(self, deployment_id: str, error_type: str, *, scheduled: bool) -> None:
+        """Agent gone -> archive (any trigger); ``auto_pause_on`` -> pause (scheduled only)."""
+        try:
+            if error_type == RunErrorType.AGENT_ARCHIVED:
+                if await self._service.archive_for_agent(deployment_id) is not None:
+                    log.warning("deployment_auto_archived", reason=error_type)
+            elif (
+                scheduled
+                and error_type in self._auto_pause_on
+                and await self._service.pause_for_error(deployment_id, error_type) is not None
+            ):
+                log.warning("deployment_auto_paused", reason=error_type)
+        except AgentcronError as exc:
+            log.error("deployment_update_after_failure_failed", reason=error_type, error=str(exc))
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming; give running creations ``grace`` seconds; cancel the rest."""
+        self._stopping = True
+        if self._launches:
+            log.info("scheduler_draining", in_flight=self.stats.in_flight, grace_s=grace)
+            async with anyio.create_task_group() as tg:
+
+                async def deadline() -> None:
+                    await self._clock.sleep(grace)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(deadline)
+                await self._changes.wait_until(lambda: not self._launches)
+                tg.cancel_scope.cancel()
+        self._cutoff = True
+        for scope in list(self._launches):
+            scope.cancel()
