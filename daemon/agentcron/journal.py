@@ -1,0 +1,305 @@
+"""The journal: agentcron's one SQLite file of deployments, runs and local sessions.
+
+``Journal.open`` prepares the file (mode 0600, WAL, ``synchronous=FULL``, foreign keys,
+forward migrations) and starts the group-commit writer (``agentcron.journal_writer``). All
+writes go through that writer on one connection; reads use a second, query-only connection,
+so a list never waits behind a large write batch.
+
+A run is *claimed* (an open row, unique per ``(deployment_id, scheduled_at)``) before its
+session is created and *completed* after; only completed runs are visible to the API.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from agentcron import ids
+from agentcron.errors import AgentcronError, JournalError
+from agentcron.journal_ops import ClaimInfo, ClaimOp, CompleteOp, RecoverOp, StatementOp
+from agentcron.journal_queries import JournalQueries
+from agentcron.journal_rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_MUTABLE, deployment_params
+from agentcron.journal_schema import MIGRATIONS, SCHEMA_VERSION
+from agentcron.journal_writer import GroupCommitWriter, translate_sqlite_error
+from agentcron.models import (
+    AgentRef,
+    Deployment,
+    DeploymentRun,
+    RunError,
+    RunErrorType,
+    TriggerType,
+)
+from agentcron.timeutil import from_micros, to_micros
+
+BUSY_TIMEOUT_MS = 5000
+RECOVERED_MESSAGE = "daemon stopped before session creation was confirmed"
+
+_INSERT_DEPLOYMENT = (
+    f"INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES "
+    f"({', '.join(':' + c.strip() for c in DEPLOYMENT_COLUMNS.split(','))})"
+)
+_UPDATE_DEPLOYMENT = (
+    "UPDATE deployments SET "
+    + ", ".join(f"{c} = :{c}" for c in DEPLOYMENT_MUTABLE)
+    + " WHERE id = :id"
+)
+
+
+async def _connect(path: Path, *, query_only: bool) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA synchronous = FULL")
+        if query_only:
+            await conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal.db was written by a newer agentcron (schema {version}, this version "
+            f"understands {SCHEMA_VERSION}); upgrade agentcron or restore a backup"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        # executescript commits first; the script and the version move in one transaction.
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{MIGRATIONS[step]}\nPRAGMA user_version = {step + 1};\nCOMMIT;"
+        )
+
+
+def _prepare_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class Journal(JournalQueries):
+    """The open journal. Create with ``await Journal.open(path)``; ``await close()`` at the end.
+
+    Reading methods are in ``JournalQueries``. Every method raises ``ServiceUnavailable`` when
+    SQLite cannot write or read (disk full, I/O error, lock), ``JournalError`` otherwise.
+    """
+
+    def __init__(
+        self, path: Path, writer_conn: aiosqlite.Connection, reader_conn: aiosqlite.Connection
+    ) -> None:
+        super().__init__(reader_conn)
+        self.path = path
+        self._conn = writer_conn
+        self._writer = GroupCommitWriter(writer_conn)
+        self._claims: dict[str, ClaimInfo] = {}
+
+    @classmethod
+    async def open(cls, path: Path) -> Journal:
+        """Open (creating if needed) the journal at ``path`` and start its writer.
+
+        Raises ``JournalError`` when the file is not usable: written by a newer agentcron,
+        not a database, unreadable.
+        """
+        path = Path(path)
+        writer: aiosqlite.Connection | None = None
+        try:
+            _prepare_file(path)
+            writer = await _connect(path, query_only=False)
+            async with writer.execute("PRAGMA journal_mode = WAL") as cursor:
+                row = await cursor.fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                raise JournalError(f"journal: cannot switch {path.name} to WAL mode")
+            await _migrate(writer)
+            reader = await _connect(path, query_only=True)
+        except (sqlite3.Error, OSError) as exc:
+            if writer is not None:
+                await writer.close()
+            raise JournalError(f"cannot open the journal {path}: {exc}") from exc
+        except BaseException:
+            if writer is not None:
+                await writer.close()
+            raise
+        journal = cls(path, writer, reader)
+        journal._writer.start()
+        return journal
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer and close both connections."""
+        await self._writer.close()
+        await self._reader.close()
+        await self._conn.close()
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions committed since open (fewer than writes: group commit)."""
+        return self._writer.transactions
+
+    @property
+    def writes(self) -> int:
+        """Write operations committed since open."""
+        return self._writer.ops
+
+    async def _submit(self, op: Any) -> Any:
+        try:
+            return await self._writer.submit(op)
+        except AgentcronError:
+            raise
+        except (sqlite3.Error, ValueError) as exc:
+            raise translate_sqlite_error(exc) from exc
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def claim_run(
+        self,
+        *,
+        deployment_id: str,
+        agent: AgentRef,
+        trigger_type: TriggerType,
+        scheduled_at: datetime | None,
+        claimed_at: datetime,
+    ) -> str | None:
+        """Durably write an open run row and return its id (``drun_...``).
+
+        Returns ``None`` when a run for ``(deployment_id, scheduled_at)`` already exists.
+        Raises ``NotFound`` for an unknown deployment.
+        """
+        if (trigger_type == TriggerType.SCHEDULE) != (scheduled_at is not None):
+            raise ValueError("scheduled_at is required for, and only for, scheduled runs")
+        info = ClaimInfo(
+            deployment_id=deployment_id,
+            agent=agent,
+            trigger_type=TriggerType(trigger_type),
+            scheduled_at=None if scheduled_at is None else to_micros(scheduled_at),
+        )
+        op = ClaimOp(run_id=ids.new_id(ids.RUN), info=info, claimed_at=to_micros(claimed_at))
+        run_id: str | None = await self._submit(op)
+        if run_id is not None:
+            self._claims[run_id] = info
+        return run_id
+
+    async def complete_run(
+        self,
+        run_id: str,
+        *,
+        session_id: str | None,
+        error: RunError | None,
+        completed_at: datetime,
+        last_run_at: datetime | None = None,
+    ) -> DeploymentRun:
+        """Record the outcome of an open claim; the run becomes visible with
+        ``created_at = completed_at``. With ``last_run_at`` also sets the deployment's
+        ``last_run_at`` (never moving it backwards) in the same transaction.
+        """
+        if (session_id is None) == (error is None):
+            raise ValueError("exactly one of session_id and error must be given")
+        op = CompleteOp(
+            run_id=run_id,
+            session_id=session_id,
+            error=error,
+            completed_at=to_micros(completed_at),
+            last_run_at=None if last_run_at is None else to_micros(last_run_at),
+            info=self._claims.get(run_id),
+        )
+        run: DeploymentRun = await self._submit(op)
+        self._claims.pop(run_id, None)
+        return run
+
+    async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
+        """Complete every open claim (left by a daemon that stopped between claiming and
+        confirming a session) as ``service_unavailable``; return those runs."""
+        error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE.value, message=RECOVERED_MESSAGE)
+        runs: list[DeploymentRun] = await self._submit(
+            RecoverOp(error=error, completed_at=to_micros(now))
+        )
+        for run in runs:
+            self._claims.pop(run.id, None)
+        return runs
+
+    # --- deployments (the service's row-level writes) ----------------------------------------
+
+    async def insert_deployment(self, deployment: Deployment) -> None:
+        """Store a new deployment."""
+        await self._submit(
+            StatementOp(statements=[(_INSERT_DEPLOYMENT, deployment_params(deployment))])
+        )
+
+    async def update_deployment(self, deployment: Deployment) -> None:
+        """Write every service-owned column of ``deployment`` (not ``last_run_at``).
+
+        Raises ``NotFound`` if it does not exist.
+        """
+        params = deployment_params(deployment)
+        values = {key: params[key] for key in (*DEPLOYMENT_MUTABLE, "id")}
+        await self._submit(
+            StatementOp(
+                statements=[(_UPDATE_DEPLOYMENT, values)],
+                expect_rows=1,
+                missing=f"deployment {deployment.id} not found",
+            )
+        )
+
+    # --- local sessions (agentcron.launcher.SessionRecorder) ---------------------------------
+
+    async def session_started(
+        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+    ) -> None:
+        """Record that local session ``session_id`` started as process ``pid``."""
+        await self._submit(
+            StatementOp(
+                statements=[
+                    (
+                        "INSERT INTO sessions (session_id, run_id, deployment_id, pid, "
+                        "started_at) VALUES (?, ?, ?, ?, ?)",
+                        (session_id, run_id, deployment_id, pid, to_micros(started_at)),
+                    )
+                ]
+            )
+        )
+
+    async def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+        """Record a local session's exit status (negative: killed by that signal)."""
+        await self._submit(
+            StatementOp(
+                statements=[
+                    (
+                        "UPDATE sessions SET exit_status = ?, ended_at = ? WHERE session_id = ?",
+                        (exit_status, to_micros(ended_at), session_id),
+                    )
+                ],
+                expect_rows=1,
+                missing=f"session {session_id} not found",
+            )
+        )
+
+    async def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """A local session's record: ``session_id``, ``run_id``, ``deployment_id``, ``pid``,
+        ``exit_status``, ``started_at``, ``ended_at`` (datetimes or ``None``)."""
+        rows = await self._fetch(
+            "SELECT session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at "
+            "FROM sessions WHERE session_id = ?",
+            (session_id,),
+        )
+        if not rows:
+            return None
+        sid, run_id, deployment_id, pid, exit_status, started_at, ended_at = rows[0]
+        return {
+            "session_id": sid,
+            "run_id": run_id,
+            "deployment_id": deployment_id,
+            "pid": pid,
+            "exit_status": exit_status,
+            "started_at": from_micros(started_at),
+            "ended_at": None if ended_at is None else from_micros(ended_at),
+        }

@@ -1,0 +1,203 @@
+"""The journal's write operations, each applied by the group-commit writer in batches."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiosqlite
+
+from agentcron.errors import JournalError, NotFound
+from agentcron.journal_rows import RUN_COLUMNS, run_from_row
+from agentcron.journal_writer import WriteOp, translate_sqlite_error
+from agentcron.models import AgentRef, DeploymentRun, RunError, TriggerType
+from agentcron.timeutil import from_micros
+
+_IN_CHUNK = 500
+
+_INSERT_CLAIM = (
+    "INSERT INTO runs (id, deployment_id, agent_id, agent_version, trigger_type, scheduled_at, "
+    "claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_COMPLETE = (
+    "UPDATE runs SET session_id = ?, error_type = ?, error_message = ?, created_at = ? "
+    "WHERE id = ? AND created_at IS NULL"
+)
+_LAST_RUN_AT = (
+    "UPDATE deployments SET last_run_at = max(coalesce(last_run_at, 0), ?) "
+    "WHERE id = (SELECT deployment_id FROM runs WHERE id = ?)"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimInfo:
+    """What a claim recorded; kept in memory so completing it needs no read."""
+
+    deployment_id: str
+    agent: AgentRef
+    trigger_type: TriggerType
+    scheduled_at: int | None
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class ClaimOp(WriteOp):
+    """Insert an open run row; ``result`` is the run id, or ``None`` if the occurrence is taken."""
+
+    run_id: str
+    info: ClaimInfo
+    claimed_at: int
+    result: str | None = None
+
+    @classmethod
+    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[ClaimOp]) -> None:
+        rows = [
+            (
+                op.run_id,
+                op.info.deployment_id,
+                op.info.agent.id,
+                op.info.agent.version,
+                op.info.trigger_type.value,
+                op.info.scheduled_at,
+                op.claimed_at,
+            )
+            for op in ops
+        ]
+        cursor = await conn.executemany(_INSERT_CLAIM, rows)
+        if cursor.rowcount == len(ops):
+            for op in ops:
+                op.result = op.run_id
+            return
+        inserted: set[str] = set()
+        for start in range(0, len(ops), _IN_CHUNK):
+            chunk = [op.run_id for op in ops[start : start + _IN_CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id FROM runs WHERE id IN ({marks})"
+            async with conn.execute(query, chunk) as found:
+                inserted.update(row[0] for row in await found.fetchall())
+        for op in ops:
+            op.result = op.run_id if op.run_id in inserted else None
+
+    def fail(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
+            return NotFound(f"deployment {self.info.deployment_id} not found")
+        return translate_sqlite_error(exc)
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class CompleteOp(WriteOp):
+    """Give an open claim its outcome (and maybe its deployment's ``last_run_at``)."""
+
+    run_id: str
+    session_id: str | None
+    error: RunError | None
+    completed_at: int
+    last_run_at: int | None
+    info: ClaimInfo | None
+    result: DeploymentRun | None = None
+
+    @classmethod
+    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[CompleteOp]) -> None:
+        rows = [
+            (
+                op.session_id,
+                op.error.type if op.error else None,
+                op.error.message if op.error else None,
+                op.completed_at,
+                op.run_id,
+            )
+            for op in ops
+        ]
+        cursor = await conn.executemany(_COMPLETE, rows)
+        if cursor.rowcount != len(ops):
+            if len(ops) == 1:
+                raise JournalError(f"run {ops[0].run_id} is not an open claim")
+            raise JournalError("a run in the batch is not an open claim")
+        last_runs = [(op.last_run_at, op.run_id) for op in ops if op.last_run_at is not None]
+        if last_runs:
+            await conn.executemany(_LAST_RUN_AT, last_runs)
+        unknown = [op for op in ops if op.info is None]
+        stored: dict[str, DeploymentRun] = {}
+        for start in range(0, len(unknown), _IN_CHUNK):
+            chunk = [op.run_id for op in unknown[start : start + _IN_CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})"
+            async with conn.execute(query, chunk) as found:
+                for row in await found.fetchall():
+                    stored[row[0]] = run_from_row(row)
+        for op in ops:
+            if op.info is None:
+                op.result = stored[op.run_id]
+                continue
+            op.result = DeploymentRun(
+                id=op.run_id,
+                deployment_id=op.info.deployment_id,
+                agent=op.info.agent,
+                trigger_type=op.info.trigger_type,
+                scheduled_at=(
+                    None if op.info.scheduled_at is None else from_micros(op.info.scheduled_at)
+                ),
+                session_id=op.session_id,
+                error=op.error,
+                created_at=from_micros(op.completed_at),
+            )
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class RecoverOp(WriteOp):
+    """Complete every open claim with ``error``; ``result`` lists the completed runs."""
+
+    batchable: ClassVar[bool] = False
+    error: RunError
+    completed_at: int
+    result: list[DeploymentRun] = field(default_factory=list)
+
+    @classmethod
+    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[RecoverOp]) -> None:
+        for op in ops:
+            async with conn.execute("SELECT id FROM runs WHERE created_at IS NULL") as cursor:
+                open_ids = [row[0] for row in await cursor.fetchall()]
+            await conn.executemany(
+                _COMPLETE,
+                [
+                    (None, op.error.type, op.error.message, op.completed_at, run_id)
+                    for run_id in open_ids
+                ],
+            )
+            runs: list[DeploymentRun] = []
+            for run_id in open_ids:
+                async with conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?",
+                    (run_id,),
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None:
+                    runs.append(run_from_row(row))
+            op.result = runs
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class StatementOp(WriteOp):
+    """Plain statements run in order; ``result`` is the last statement's row count.
+
+    With ``expect_rows`` the last statement must change exactly that many rows, or the op
+    fails with ``NotFound(missing)``.
+    """
+
+    statements: list[tuple[str, Sequence[Any] | dict[str, Any]]]
+    expect_rows: int | None = None
+    missing: str = ""
+    result: int = 0
+
+    @classmethod
+    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[StatementOp]) -> None:
+        for op in ops:
+            count = 0
+            for sql, params in op.statements:
+                cursor = await conn.execute(sql, params)
+                count = cursor.rowcount
+                await cursor.close()
+            if op.expect_rows is not None and count != op.expect_rows:
+                raise NotFound(op.missing)
+            op.result = count

@@ -1,0 +1,208 @@
+"""The journal's reads, on a query-only connection of their own.
+
+The list queries are built by pure functions (``deployments_query``, ``runs_query``) so that
+tests can check with ``EXPLAIN QUERY PLAN`` that every filter combination is served by an
+index, newest first by ``(created_at, id)``, without sorting.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from agentcron.errors import AgentcronError
+from agentcron.journal_rows import (
+    DEPLOYMENT_COLUMNS,
+    RUN_COLUMNS,
+    deployment_from_row,
+    run_from_row,
+)
+from agentcron.journal_writer import translate_sqlite_error
+from agentcron.models import Deployment, DeploymentRun
+from agentcron.pagination import Position
+from agentcron.timeutil import from_micros
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentFilter:
+    """Filters of the deployments list (already validated; times in microseconds)."""
+
+    agent_id: str | None = None
+    paused: bool | None = None
+    include_archived: bool = False
+    created_at_gte: int | None = None
+    created_at_lte: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFilter:
+    """Filters of the runs list (already validated; times in microseconds)."""
+
+    deployment_id: str | None = None
+    has_error: bool | None = None
+    trigger_type: str | None = None
+    created_at_gt: int | None = None
+    created_at_gte: int | None = None
+    created_at_lt: int | None = None
+    created_at_lte: int | None = None
+
+
+def _page_clauses(
+    where: list[str], params: list[Any], after: Position | None, limit: int
+) -> tuple[str, list[Any]]:
+    if after is not None:
+        where.append("(created_at, id) < (?, ?)")
+        params.extend((after.created_at, after.id))
+    params.append(limit)
+    return " AND ".join(where) + " ORDER BY created_at DESC, id DESC LIMIT ?", params
+
+
+def deployments_query(
+    flt: DeploymentFilter, *, after: Position | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of one page of deployments, newest first."""
+    where: list[str] = []
+    params: list[Any] = []
+    if flt.agent_id is not None:
+        where.append("agent_id = ?")
+        params.append(flt.agent_id)
+    if not flt.include_archived:
+        where.append("archived = 0")
+    if flt.paused is not None:
+        where.append("paused = ?")
+        params.append(int(flt.paused))
+    if flt.created_at_gte is not None:
+        where.append("created_at >= ?")
+        params.append(flt.created_at_gte)
+    if flt.created_at_lte is not None:
+        where.append("created_at <= ?")
+        params.append(flt.created_at_lte)
+    where = where or ["1"]
+    tail, params = _page_clauses(where, params, after, limit)
+    return f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE {tail}", params
+
+
+def runs_query(flt: RunFilter, *, after: Position | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL and parameters of one page of completed runs, newest first."""
+    where = ["created_at IS NOT NULL"]
+    params: list[Any] = []
+    if flt.deployment_id is not None:
+        where.append("deployment_id = ?")
+        params.append(flt.deployment_id)
+    if flt.has_error is not None:
+        where.append("has_error = ?")
+        params.append(int(flt.has_error))
+    if flt.trigger_type is not None:
+        where.append("trigger_type = ?")
+        params.append(flt.trigger_type)
+    for op, value in (
+        (">", flt.created_at_gt),
+        (">=", flt.created_at_gte),
+        ("<", flt.created_at_lt),
+        ("<=", flt.created_at_lte),
+    ):
+        if value is not None:
+            where.append(f"created_at {op} ?")
+            params.append(value)
+    tail, params = _page_clauses(where, params, after, limit)
+    return f"SELECT {RUN_COLUMNS} FROM runs WHERE {tail}", params
+
+
+class JournalQueries:
+    """Read methods over the query-only connection ``_reader``."""
+
+    def __init__(self, reader: aiosqlite.Connection) -> None:
+        self._reader = reader
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self._reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except AgentcronError:
+            raise
+        except (sqlite3.Error, ValueError) as exc:
+            raise translate_sqlite_error(exc) from exc
+
+    async def explain(self, sql: str, params: Sequence[Any]) -> list[str]:
+        """The ``EXPLAIN QUERY PLAN`` detail lines of ``sql``."""
+        return [row[3] for row in await self._fetch(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    # --- deployments -------------------------------------------------------------------------
+
+    async def get_deployment(self, deployment_id: str) -> Deployment | None:
+        rows = await self._fetch(
+            f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?",
+            (deployment_id,),
+        )
+        return deployment_from_row(rows[0]) if rows else None
+
+    async def scheduled_deployments(self) -> list[Deployment]:
+        """Every non-archived deployment with a schedule (paused ones included)."""
+        rows = await self._fetch(
+            f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments "
+            "WHERE archived = 0 AND schedule_expression IS NOT NULL ORDER BY created_at, id"
+        )
+        return [deployment_from_row(row) for row in rows]
+
+    async def list_deployments(
+        self, flt: DeploymentFilter, *, after: Position | None, limit: int
+    ) -> list[Deployment]:
+        sql, params = deployments_query(flt, after=after, limit=limit)
+        return [deployment_from_row(row) for row in await self._fetch(sql, params)]
+
+    async def count_scheduled(self) -> int:
+        """Non-archived deployments with a schedule (what ``max_deployments`` limits)."""
+        rows = await self._fetch(
+            "SELECT count(*) FROM deployments WHERE archived = 0 "
+            "AND schedule_expression IS NOT NULL"
+        )
+        return int(rows[0][0])
+
+    async def counts(self) -> dict[str, int]:
+        """``active``, ``paused``, ``archived``, ``scheduled`` deployments and ``runs``."""
+        rows = await self._fetch(
+            "SELECT "
+            "coalesce(sum(archived = 0 AND paused = 0), 0), "
+            "coalesce(sum(archived = 0 AND paused = 1), 0), "
+            "coalesce(sum(archived), 0), "
+            "coalesce(sum(archived = 0 AND schedule_expression IS NOT NULL), 0) "
+            "FROM deployments"
+        )
+        runs = await self._fetch("SELECT count(*) FROM runs WHERE created_at IS NOT NULL")
+        active, paused, archived, scheduled = (int(value) for value in rows[0])
+        return {
+            "active": active,
+            "paused": paused,
+            "archived": archived,
+            "scheduled": scheduled,
+            "runs": int(runs[0][0]),
+        }
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def latest_scheduled_at(self) -> dict[str, datetime]:
+        """Per deployment, the latest ``scheduled_at`` that has a run row (open or not)."""
+        rows = await self._fetch(
+            "SELECT deployment_id, max(scheduled_at) FROM runs "
+            "WHERE scheduled_at IS NOT NULL GROUP BY deployment_id"
+        )
+        return {deployment_id: from_micros(latest) for deployment_id, latest in rows}
+
+    async def get_run(self, run_id: str) -> DeploymentRun | None:
+        """A completed run (open claims are not visible)."""
+        rows = await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND created_at IS NOT NULL",
+            (run_id,),
+        )
+        return run_from_row(rows[0]) if rows else None
+
+    async def list_runs(
+        self, flt: RunFilter, *, after: Position | None, limit: int
+    ) -> list[DeploymentRun]:
+        sql, params = runs_query(flt, after=after, limit=limit)
+        return [run_from_row(row) for row in await self._fetch(sql, params)]

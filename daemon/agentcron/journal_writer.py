@@ -1,0 +1,174 @@
+"""Group commit: one writer task turns many concurrent writes into few transactions.
+
+Every write to the journal is a ``WriteOp`` handed to ``GroupCommitWriter.submit``. The single
+writer task takes everything queued since its last commit, applies it inside one
+``BEGIN IMMEDIATE ... COMMIT`` (consecutive ops of one kind together, e.g. one ``executemany``
+for a thousand claims) and only then resolves each caller's future, so an ``await`` returns
+after *its* transaction is durable (``synchronous=FULL``). If a batch fails, it is rolled back
+and its ops are retried one transaction each, so one bad op fails alone.
+
+SQLite errors are translated here, at the boundary, by ``translate_sqlite_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from itertools import groupby
+from typing import Any, ClassVar
+
+import aiosqlite
+import structlog
+
+from agentcron.errors import AgentcronError, JournalError, ServiceUnavailable
+
+log = structlog.get_logger(__name__)
+
+_UNAVAILABLE = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "a disk I/O error occurred",
+    "SQLITE_BUSY": "the database is locked by another process",
+    "SQLITE_LOCKED": "the database is locked",
+    "SQLITE_READONLY": "the database file is read-only",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_NOMEM": "out of memory",
+    "SQLITE_PROTOCOL": "a locking protocol error occurred",
+    "SQLITE_CORRUPT": "the database file is corrupt",
+    "SQLITE_NOTADB": "the file is not a SQLite database",
+}
+
+
+def translate_sqlite_error(exc: BaseException) -> AgentcronError:
+    """The project's error for a foreign database error.
+
+    Disk full, I/O errors, locks, unreadable or corrupt files are ``ServiceUnavailable`` (503):
+    the request was fine, the journal cannot take it now. Anything else is a ``JournalError``.
+    """
+    if isinstance(exc, AgentcronError):
+        return exc
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, reason in _UNAVAILABLE.items():
+        if name.startswith(prefix):
+            return ServiceUnavailable(f"journal unavailable: {reason} ({name})")
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return JournalError(f"journal error: {exc}")
+    return JournalError(f"journal error: {type(exc).__name__}: {exc}")
+
+
+class WriteOp:
+    """One write; subclasses implement ``apply`` for a run of consecutive ops of their kind.
+
+    ``apply`` runs inside the open transaction and stores each op's result in ``op.result``;
+    raising fails the whole batch (which is then retried op by op). ``fail`` turns an
+    exception of a lone op into the error its caller sees.
+    """
+
+    batchable: ClassVar[bool] = True
+    result: Any = None
+
+    @classmethod
+    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> BaseException:
+        return translate_sqlite_error(exc)
+
+
+class GroupCommitWriter:
+    """The single writer task over ``conn`` (a connection in autocommit mode)."""
+
+    def __init__(self, conn: aiosqlite.Connection, *, max_batch: int = 4096) -> None:
+        self._conn = conn
+        self._max_batch = max_batch
+        self._queue: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0
+        """Write transactions committed so far (the group-commit counter)."""
+        self.ops = 0
+        """Write ops committed so far."""
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
+
+    async def submit(self, op: WriteOp) -> Any:
+        """Queue ``op``; return its result once its transaction has committed."""
+        if self._closing or self._task is None:
+            raise JournalError("the journal is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Commit everything already queued, then stop the task."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                await self._commit_batch(batch)
+            if self._closing:
+                return
+
+    async def _commit_batch(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
+        ops = [op for op, _ in batch]
+        try:
+            await self._transaction(ops)
+        except Exception as exc:  # the whole batch failed: retry each op alone
+            if len(batch) == 1:
+                _settle(batch[0][1], error=batch[0][0].fail(exc))
+                return
+            log.warning("journal_batch_failed", ops=len(batch), error=repr(exc))
+            for op, future in batch:
+                try:
+                    await self._transaction([op])
+                except Exception as single:  # the failure belongs to this caller alone
+                    _settle(future, error=op.fail(single))
+                else:
+                    _settle(future, result=op.result)
+            return
+        for op, future in batch:
+            _settle(future, result=op.result)
+
+    async def _transaction(self, ops: list[WriteOp]) -> None:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for _, group in groupby(ops, key=type):
+                members = list(group)
+                kind = type(members[0])
+                if kind.batchable:
+                    await kind.apply(conn, members)
+                else:
+                    for member in members:
+                        await kind.apply(conn, [member])
+            await conn.execute("COMMIT")
+        except BaseException:
+            # SQLite may already have ended the transaction; then there is nothing to undo.
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            raise
+        self.transactions += 1
+        self.ops += len(ops)
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # the caller was cancelled; the write happened (or failed) anyway
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
