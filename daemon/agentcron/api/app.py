@@ -11,8 +11,10 @@ leaks internals.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
+from typing import cast
 
 import structlog
 from aiohttp import web
@@ -122,7 +124,7 @@ def _check_peer(request: web.Request) -> None:
         return
     sock = request.transport.get_extra_info("socket") if request.transport else None
     try:
-        peer = peer_credentials(sock)
+        peer = peer_credentials(cast(socket.socket, sock))
     except (OSError, TypeError, AttributeError):
         raise PermissionDenied(
             "cannot read the peer's credentials (SO_PEERCRED); access is limited by allowed_uids"
