@@ -219,9 +219,28 @@ def test_seconds_in_after_are_respected() -> None:
 
 
 def test_naive_after_is_a_value_error() -> None:
-    """A naive datetime has no instant: ValueError instead of guessing a zone."""
+    """A naive datetime has no instant: ValueError at the call instead of guessing a zone."""
+    schedule = compile_schedule("* * * * *", "UTC")
+    naive = datetime(2026, 5, 8, 20, 0)
     with pytest.raises(ValueError, match="timezone-aware"):
-        compile_schedule("* * * * *", "UTC").next_after(datetime(2026, 5, 8, 20, 0))
+        schedule.next_after(naive)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        schedule.iter_after(naive)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        upcoming("* * * * *", "UTC", naive, 1)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        preview("* * * * *", "UTC", naive, 1)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)],
+    ids=["datetime-max", "datetime-min"],
+)
+def test_after_outside_the_supported_years_is_a_value_error(after: datetime) -> None:
+    """Instants at the ends of datetime's range are refused clearly instead of overflowing."""
+    with pytest.raises(ValueError, match="after must lie in the years 2-9998"):
+        compile_schedule("0 0 * * *", "Pacific/Kiritimati").next_after(after)
 
 
 def test_leap_day_schedule_is_found_quickly_years_ahead() -> None:
@@ -290,9 +309,10 @@ def test_preview_does_not_report_gaps_before_the_start() -> None:
         ("America", r"unknown IANA timezone 'America'"),
         ("america/new_york", r"unknown IANA timezone"),
         ("EST+5", r"unknown IANA timezone"),
+        ("localtime", r"unknown IANA timezone 'localtime'"),
     ],
     ids=["unknown", "empty", "blank", "dotdot", "absolute", "double-slash", "trailing-slash",
-         "padded", "directory", "wrong-case", "posix-tz-string"],
+         "padded", "directory", "wrong-case", "posix-tz-string", "host-localtime"],
 )  # fmt: skip
 def test_unknown_or_path_like_timezones_are_rejected(name: str, message: str) -> None:
     """Timezone names must be IANA names zoneinfo can load, never paths."""

@@ -47,8 +47,11 @@ __all__ = [
     "upcoming",
 ]
 
-# Iteration stops here: instants near datetime.max cannot be converted between zones.
+# Iteration stays inside these years: instants near datetime.min/max cannot change zones.
+_FIRST_YEAR = 2
 _LAST_YEAR = 9998
+# Loadable by zoneinfo on many hosts but not IANA zones: the host's own zone and a POSIX default.
+_NOT_IANA = frozenset({"localtime", "posixrules"})
 _ZERO = timedelta(0)
 
 
@@ -103,6 +106,8 @@ def load_timezone(name: str) -> zoneinfo.ZoneInfo:
             f"schedule.timezone: {name!r} is not an IANA timezone name (path-like names are "
             "not allowed)"
         )
+    if name in _NOT_IANA:
+        raise ScheduleError(f"schedule.timezone: unknown IANA timezone {name!r}")
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError) as exc:
@@ -145,11 +150,12 @@ def preview(
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     schedule = compile_schedule(expression, timezone)
+    start = _as_utc(after)
     result: list[Occurrence | SkippedOccurrence] = []
     fired = 0
     if count == 0:
         return result
-    for kind, wall, instant in schedule._walk(after, with_skipped=True):
+    for kind, wall, instant in schedule._walk(start, with_skipped=True):
         if instant is None:
             note = f"skipped: {wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {schedule.timezone}"
             result.append(SkippedOccurrence(wall=wall.replace(tzinfo=None), note=note))
@@ -208,7 +214,7 @@ class CompiledSchedule:
 
     def next_after(self, after: datetime) -> datetime:
         """The first fire instant strictly after ``after``, in UTC."""
-        for _kind, _wall, instant in self._walk(after, with_skipped=False):
+        for _kind, _wall, instant in self._walk(_as_utc(after), with_skipped=False):
             if instant is not None:
                 return instant
         raise ScheduleError(
@@ -217,23 +223,23 @@ class CompiledSchedule:
         )
 
     def iter_after(self, after: datetime) -> Iterator[datetime]:
-        """Every fire instant strictly after ``after``, ascending, in UTC."""
-        for _kind, _wall, instant in self._walk(after, with_skipped=False):
-            if instant is not None:
-                yield instant
+        """Every fire instant strictly after ``after``, ascending, in UTC.
+
+        ``after`` is checked at once (not on the first ``next()``).
+        """
+        walk = self._walk(_as_utc(after), with_skipped=False)
+        return (instant for _kind, _wall, instant in walk if instant is not None)
 
     def _walk(
         self, after: datetime, *, with_skipped: bool
     ) -> Iterator[tuple[_Kind, datetime, datetime | None]]:
         """(kind, wall time as an aware fold=0 datetime, UTC instant or None when skipped).
 
-        Instants are strictly after ``after`` and ascending; skipped wall times are reported
-        (when asked) if they are later on the wall clock than ``after`` is.
+        ``after`` is a UTC datetime checked by ``_as_utc``. Instants are strictly after it and
+        ascending; skipped wall times are reported (when asked) if they are later on the wall
+        clock than ``after`` is.
         """
-        if after.tzinfo is None or after.utcoffset() is None:
-            raise ValueError(f"after must be timezone-aware, got naive {after.isoformat()}")
         zone = self.zone
-        after = after.astimezone(UTC)
         local = after.astimezone(zone)
         wall_after = local.replace(tzinfo=None)
         start = wall_after.replace(second=0, microsecond=0)
@@ -313,6 +319,18 @@ class CompiledSchedule:
             year += 1
             month = 1
             day = 1
+
+
+def _as_utc(after: datetime) -> datetime:
+    """``after`` as a UTC datetime; ValueError when naive or too close to datetime's limits."""
+    if after.tzinfo is None or after.utcoffset() is None:
+        raise ValueError(f"after must be timezone-aware, got naive {after.isoformat()}")
+    after = after.astimezone(UTC)
+    if not _FIRST_YEAR <= after.year <= _LAST_YEAR:
+        raise ValueError(
+            f"after must lie in the years {_FIRST_YEAR}-{_LAST_YEAR}, got {after.isoformat()}"
+        )
+    return after
 
 
 def _classify(wall: datetime, zone: zoneinfo.ZoneInfo) -> tuple[_Kind, datetime, datetime | None]:
