@@ -88,9 +88,15 @@ def deployments_query(
 
 
 def runs_query(flt: RunFilter, *, after: Position | None, limit: int) -> tuple[str, list[Any]]:
-    """The SQL and parameters of one page of completed runs, newest first."""
+    """The SQL and parameters of one page of completed runs, newest first.
+
+    The most selective filter picks the index (deployment, then error, then trigger); a
+    unary ``+`` keeps the planner from using another filter's index for the others, which
+    without statistics it might.
+    """
     where = ["created_at IS NOT NULL"]
     params: list[Any] = []
+    by_deployment = flt.deployment_id is not None
     if flt.deployment_id is not None:
         where.append("deployment_id = ?")
         params.append(flt.deployment_id)
@@ -98,7 +104,8 @@ def runs_query(flt: RunFilter, *, after: Position | None, limit: int) -> tuple[s
         where.append("has_error = ?")
         params.append(int(flt.has_error))
     if flt.trigger_type is not None:
-        where.append("trigger_type = ?")
+        indexed = not by_deployment and flt.has_error is None
+        where.append("trigger_type = ?" if indexed else "+trigger_type = ?")
         params.append(flt.trigger_type)
     for op, value in (
         (">", flt.created_at_gt),

@@ -48,6 +48,7 @@ CREATE INDEX deployments_created ON deployments (created_at, id);
 CREATE INDEX deployments_state ON deployments (archived, paused, created_at, id);
 CREATE INDEX deployments_live ON deployments (archived, created_at, id);
 CREATE INDEX deployments_agent ON deployments (agent_id, created_at, id);
+CREATE INDEX deployments_agent_live ON deployments (agent_id, archived, created_at, id);
 CREATE INDEX deployments_agent_state ON deployments (agent_id, archived, paused, created_at, id);
 
 CREATE TABLE runs (

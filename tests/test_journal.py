@@ -1,0 +1,318 @@
+"""The journal file: opening, permissions, migrations, group commit, errors, query plans."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agentcron import ids
+from agentcron.errors import JournalError, NotFound, ServiceUnavailable
+from agentcron.journal import Journal
+from agentcron.journal_queries import (
+    DeploymentFilter,
+    RunFilter,
+    deployments_query,
+    runs_query,
+)
+from agentcron.journal_schema import SCHEMA_VERSION
+from agentcron.models import AgentRef, Deployment, Schedule, TriggerType
+from agentcron.pagination import Position
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make_deployment(*, created_at: datetime = T0, scheduled: bool = True) -> Deployment:
+    return Deployment(
+        id=ids.new_id(ids.DEPLOYMENT),
+        name="nightly",
+        description=None,
+        agent=AgentRef(id="agent_test", version=1),
+        environment_id="env_test",
+        initial_events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}],
+        schedule=Schedule(expression="0 * * * *", timezone="UTC") if scheduled else None,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    opened = await Journal.open(tmp_path / "state" / "journal.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+async def test_open_creates_parent_directory_and_a_0600_file_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "journal.db"
+    journal = await Journal.open(path)
+    try:
+        await journal.insert_deployment(make_deployment())
+        assert journal.path == path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        wal = path.with_name("journal.db-wal")
+        assert wal.exists()
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        await journal.close()
+
+
+async def test_open_tightens_the_mode_of_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    journal = await Journal.open(path)
+    await journal.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_empty_file_is_migrated_from_version_zero(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"")
+    journal = await Journal.open(path)
+    try:
+        deployment = make_deployment()
+        await journal.insert_deployment(deployment)
+        assert await journal.get_deployment(deployment.id) == deployment
+    finally:
+        await journal.close()
+    assert user_version(path) == SCHEMA_VERSION
+
+
+async def test_version_zero_database_is_migrated(tmp_path: Path) -> None:
+    """A SQLite file at user_version 0 (e.g. created by hand) gets the whole schema."""
+    path = tmp_path / "journal.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    assert user_version(path) == 0
+    journal = await Journal.open(path)
+    await journal.close()
+    assert user_version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"deployments", "runs", "sessions", "notes"} <= tables
+
+
+async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    deployment = make_deployment()
+    first = await Journal.open(path)
+    await first.insert_deployment(deployment)
+    await first.close()
+    second = await Journal.open(path)
+    try:
+        assert await second.get_deployment(deployment.id) == deployment
+    finally:
+        await second.close()
+    assert user_version(path) == SCHEMA_VERSION
+
+
+async def test_newer_schema_version_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(JournalError) as caught:
+        await Journal.open(path)
+    assert str(caught.value) == (
+        f"journal.db was written by a newer agentcron (schema {SCHEMA_VERSION + 1}, this "
+        f"version understands {SCHEMA_VERSION}); upgrade agentcron or restore a backup"
+    )
+    assert user_version(path) == SCHEMA_VERSION + 1  # left untouched
+
+
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"this is not a sqlite database, just some text" * 100)
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        await Journal.open(path)
+
+
+async def test_group_commit_batches_concurrent_writes(journal: Journal) -> None:
+    """200 concurrent claims commit in far fewer transactions than claims."""
+    deployment = make_deployment()
+    await journal.insert_deployment(deployment)
+    before = journal.transactions
+    run_ids = await asyncio.gather(
+        *(
+            journal.claim_run(
+                deployment_id=deployment.id,
+                agent=deployment.agent,
+                trigger_type=TriggerType.SCHEDULE,
+                scheduled_at=T0 + timedelta(minutes=i),
+                claimed_at=T0,
+            )
+            for i in range(200)
+        )
+    )
+    assert all(run_id is not None for run_id in run_ids)
+    assert len(set(run_ids)) == 200
+    transactions = journal.transactions - before
+    assert 1 <= transactions < 20
+    assert (await journal.latest_scheduled_at())[deployment.id] == T0 + timedelta(minutes=199)
+
+
+async def test_a_failing_write_fails_alone_within_its_batch(journal: Journal) -> None:
+    """A claim for an unknown deployment fails (404) while its batch-mates commit."""
+    deployment = make_deployment()
+    await journal.insert_deployment(deployment)
+
+    async def claim(deployment_id: str, minute: int) -> str | None:
+        return await journal.claim_run(
+            deployment_id=deployment_id,
+            agent=deployment.agent,
+            trigger_type=TriggerType.SCHEDULE,
+            scheduled_at=T0 + timedelta(minutes=minute),
+            claimed_at=T0,
+        )
+
+    results = await asyncio.gather(
+        claim(deployment.id, 1),
+        claim("depl_missing", 2),
+        claim(deployment.id, 3),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], str)
+    assert isinstance(results[1], NotFound)
+    assert str(results[1]) == "deployment depl_missing not found"
+    assert isinstance(results[2], str)
+
+
+async def test_full_disk_is_service_unavailable(journal: Journal) -> None:
+    """SQLITE_FULL (the file may not grow) surfaces as ServiceUnavailable, and the journal
+    keeps working once space is back."""
+    conn = journal._conn  # the writer's connection: limit its file size like a full disk
+    async with conn.execute("PRAGMA page_count") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    await conn.execute(f"PRAGMA max_page_count = {row[0]}")
+    big = dataclasses.replace(make_deployment(), description="x" * 200_000)
+    with pytest.raises(ServiceUnavailable, match="disk is full"):
+        await journal.insert_deployment(big)
+    await conn.execute("PRAGMA max_page_count = 1073741823")
+    await journal.insert_deployment(big)
+    assert await journal.get_deployment(big.id) == big
+
+
+async def test_local_sessions_are_recorded(journal: Journal) -> None:
+    await journal.session_started(
+        session_id="sesn_1", run_id="drun_1", deployment_id="depl_1", pid=4242, started_at=T0
+    )
+    started = await journal.get_session("sesn_1")
+    assert started is not None
+    assert (started["pid"], started["exit_status"], started["ended_at"]) == (4242, None, None)
+    await journal.session_ended(session_id="sesn_1", exit_status=-15, ended_at=T0 + timedelta(1))
+    assert await journal.get_session("sesn_1") == {
+        "session_id": "sesn_1",
+        "run_id": "drun_1",
+        "deployment_id": "depl_1",
+        "pid": 4242,
+        "exit_status": -15,
+        "started_at": T0,
+        "ended_at": T0 + timedelta(1),
+    }
+    assert await journal.get_session("sesn_unknown") is None
+    with pytest.raises(NotFound):
+        await journal.session_ended(session_id="sesn_unknown", exit_status=0, ended_at=T0)
+
+
+async def test_closed_journal_refuses_writes(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.db")
+    await journal.close()
+    with pytest.raises(JournalError, match="closed"):
+        await journal.insert_deployment(make_deployment())
+
+
+# --- query plans ---------------------------------------------------------------------------
+
+AFTER = Position(created_at=1, id="x")
+
+DEPLOYMENT_FILTERS = {
+    "default": (DeploymentFilter(), "deployments_live"),
+    "include-archived": (DeploymentFilter(include_archived=True), "deployments_created"),
+    "active": (DeploymentFilter(paused=False), "deployments_state"),
+    "paused": (DeploymentFilter(paused=True), "deployments_state"),
+    "agent": (DeploymentFilter(agent_id="agent_a"), "deployments_agent_live"),
+    "agent-include-archived": (
+        DeploymentFilter(agent_id="agent_a", include_archived=True),
+        "deployments_agent",
+    ),
+    "agent-paused": (DeploymentFilter(agent_id="agent_a", paused=True), "deployments_agent_state"),
+    "created-range": (DeploymentFilter(created_at_gte=1, created_at_lte=2), "deployments_live"),
+    "agent-active-range": (
+        DeploymentFilter(agent_id="a", paused=False, created_at_gte=1),
+        "deployments_agent_state",
+    ),
+}
+
+RUN_FILTERS = {
+    "all": (RunFilter(), "runs_created"),
+    "deployment": (RunFilter(deployment_id="depl_1"), "runs_deployment"),
+    "has-error": (RunFilter(has_error=True), "runs_error"),
+    "no-error": (RunFilter(has_error=False), "runs_error"),
+    "trigger": (RunFilter(trigger_type="manual"), "runs_trigger"),
+    "deployment-has-error": (
+        RunFilter(deployment_id="depl_1", has_error=True),
+        "runs_deployment_error",
+    ),
+    "deployment-trigger": (
+        RunFilter(deployment_id="depl_1", trigger_type="schedule"),
+        "runs_deployment",
+    ),
+    "error-trigger": (RunFilter(has_error=True, trigger_type="schedule"), "runs_error"),
+    "all-three": (
+        RunFilter(deployment_id="depl_1", has_error=False, trigger_type="manual"),
+        "runs_deployment_error",
+    ),
+    "created-gt-lt": (RunFilter(created_at_gt=1, created_at_lt=5), "runs_created"),
+    "deployment-created-range": (
+        RunFilter(deployment_id="d", created_at_gte=1, created_at_lte=5),
+        "runs_deployment",
+    ),
+}
+
+
+def assert_indexed_without_sort(plan: list[str], table: str, index: str) -> None:
+    """One step, reading ``table`` through ``index`` in order: no table scan, no sorting."""
+    assert len(plan) == 1, plan
+    assert plan[0].startswith((f"SEARCH {table} USING INDEX {index} ", f"SCAN {table} USING"))
+    assert f"USING INDEX {index}" in plan[0], plan
+    assert "TEMP B-TREE" not in plan[0], plan
+
+
+@pytest.mark.parametrize("name", list(DEPLOYMENT_FILTERS))
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "next-page"])
+async def test_every_deployment_filter_uses_its_index_and_no_sort(
+    journal: Journal, name: str, paged: bool
+) -> None:
+    flt, index = DEPLOYMENT_FILTERS[name]
+    sql, params = deployments_query(flt, after=AFTER if paged else None, limit=21)
+    assert_indexed_without_sort(await journal.explain(sql, params), "deployments", index)
+
+
+@pytest.mark.parametrize("name", list(RUN_FILTERS))
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "next-page"])
+async def test_every_run_filter_uses_its_index_and_no_sort(
+    journal: Journal, name: str, paged: bool
+) -> None:
+    """Runs are the big table: every filter is a SEARCH on its index, never a SCAN."""
+    flt, index = RUN_FILTERS[name]
+    sql, params = runs_query(flt, after=AFTER if paged else None, limit=21)
+    plan = await journal.explain(sql, params)
+    assert_indexed_without_sort(plan, "runs", index)
+    assert plan[0].startswith("SEARCH runs"), plan

@@ -1,0 +1,356 @@
+"""Runs in the journal: claims, completions, crash recovery, reading and filtering them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agentcron import ids
+from agentcron.errors import InvalidRequest, JournalError, NotFound
+from agentcron.journal import RECOVERED_MESSAGE, Journal
+from agentcron.models import AgentRef, Deployment, DeploymentRun, RunError, Schedule, TriggerType
+from agentcron.service import DeploymentService
+from tests.fakes import FakeClock, RecordingLauncher
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+AGENT = AgentRef(id="agent_test", version=1)
+
+
+def make_deployment() -> Deployment:
+    return Deployment(
+        id=ids.new_id(ids.DEPLOYMENT),
+        name="hourly",
+        description=None,
+        agent=AGENT,
+        environment_id="env_test",
+        initial_events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}],
+        schedule=Schedule(expression="0 * * * *", timezone="UTC"),
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    opened = await Journal.open(tmp_path / "journal.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def deployment(journal: Journal) -> Deployment:
+    created = make_deployment()
+    await journal.insert_deployment(created)
+    return created
+
+
+@pytest.fixture
+def service(journal: Journal) -> DeploymentService:
+    return DeploymentService(journal, RecordingLauncher(), FakeClock(T0))
+
+
+async def claim(
+    journal: Journal, deployment: Deployment, scheduled_at: datetime | None, at: datetime = T0
+) -> str | None:
+    return await journal.claim_run(
+        deployment_id=deployment.id,
+        agent=deployment.agent,
+        trigger_type=TriggerType.SCHEDULE if scheduled_at else TriggerType.MANUAL,
+        scheduled_at=scheduled_at,
+        claimed_at=at,
+    )
+
+
+async def test_fifty_concurrent_claims_of_one_occurrence_have_one_winner(
+    journal: Journal, deployment: Deployment
+) -> None:
+    occurrence = T0 + timedelta(hours=1)
+    results = await asyncio.gather(*(claim(journal, deployment, occurrence) for _ in range(50)))
+    winners = [run_id for run_id in results if run_id is not None]
+    assert len(winners) == 1
+    assert winners[0].startswith("drun_")
+    assert await claim(journal, deployment, occurrence) is None  # also once committed
+
+
+async def test_two_journals_on_one_file_cannot_both_claim_an_occurrence(
+    tmp_path: Path,
+) -> None:
+    """The uniqueness lives in the schema, not in one process's memory."""
+    path = tmp_path / "journal.db"
+    first = await Journal.open(path)
+    second = await Journal.open(path)
+    try:
+        created = make_deployment()
+        await first.insert_deployment(created)
+        occurrence = T0 + timedelta(hours=2)
+        results = await asyncio.gather(
+            claim(first, created, occurrence), claim(second, created, occurrence)
+        )
+        assert sorted(result is None for result in results) == [False, True]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_manual_runs_are_never_unique_conflicts(
+    journal: Journal, deployment: Deployment
+) -> None:
+    first = await claim(journal, deployment, None)
+    second = await claim(journal, deployment, None)
+    assert first is not None
+    assert second is not None
+    assert first != second
+
+
+async def test_open_claims_are_invisible_until_completed(
+    journal: Journal, deployment: Deployment, service: DeploymentService
+) -> None:
+    run_id = await claim(journal, deployment, T0)
+    assert run_id is not None
+    assert await journal.get_run(run_id) is None
+    with pytest.raises(NotFound, match=f"deployment run {run_id} not found"):
+        await service.get_run(run_id)
+    assert (await service.list_runs()).data == []
+    assert (await service.counts())["runs"] == 0
+    completed_at = T0 + timedelta(seconds=3)
+    run = await journal.complete_run(
+        run_id, session_id="sesn_1", error=None, completed_at=completed_at
+    )
+    assert run == DeploymentRun(
+        id=run_id,
+        deployment_id=deployment.id,
+        agent=AGENT,
+        trigger_type=TriggerType.SCHEDULE,
+        scheduled_at=T0,
+        session_id="sesn_1",
+        error=None,
+        created_at=completed_at,
+    )
+    assert await service.get_run(run_id) == run
+    assert (await service.list_runs()).data == [run]
+
+
+async def test_completion_records_exactly_one_outcome(
+    journal: Journal, deployment: Deployment
+) -> None:
+    run_id = await claim(journal, deployment, T0)
+    assert run_id is not None
+    with pytest.raises(ValueError, match="exactly one"):
+        await journal.complete_run(run_id, session_id=None, error=None, completed_at=T0)
+    with pytest.raises(ValueError, match="exactly one"):
+        await journal.complete_run(
+            run_id, session_id="s", error=RunError(type="x", message="y"), completed_at=T0
+        )
+    error = RunError(type="session_rate_limited", message="too many sessions")
+    run = await journal.complete_run(run_id, session_id=None, error=error, completed_at=T0)
+    assert (run.session_id, run.error) == (None, error)
+    with pytest.raises(JournalError, match="not an open claim"):
+        await journal.complete_run(run_id, session_id="sesn_2", error=None, completed_at=T0)
+    stored = await journal.get_run(run_id)
+    assert stored is not None
+    assert stored.error == error
+
+
+async def test_completion_sets_last_run_at_only_when_asked_and_never_backwards(
+    journal: Journal, deployment: Deployment
+) -> None:
+    async def fire(minute: int, last_run_at: datetime | None) -> None:
+        run_id = await claim(journal, deployment, T0 + timedelta(minutes=minute))
+        assert run_id is not None
+        await journal.complete_run(
+            run_id, session_id="s", error=None, completed_at=T0, last_run_at=last_run_at
+        )
+
+    async def last_run_at() -> datetime | None:
+        stored = await journal.get_deployment(deployment.id)
+        assert stored is not None
+        return stored.last_run_at
+
+    await fire(1, None)
+    assert await last_run_at() is None
+    await fire(2, T0 + timedelta(minutes=2, seconds=4))
+    assert await last_run_at() == T0 + timedelta(minutes=2, seconds=4)
+    await fire(3, T0 + timedelta(minutes=1))  # completed out of order: kept at the latest
+    assert await last_run_at() == T0 + timedelta(minutes=2, seconds=4)
+
+
+async def test_latest_scheduled_at_counts_open_claims_and_ignores_manual_runs(
+    journal: Journal, deployment: Deployment
+) -> None:
+    other = make_deployment()
+    await journal.insert_deployment(other)
+    await claim(journal, deployment, T0 + timedelta(hours=1))
+    await claim(journal, deployment, T0 + timedelta(hours=3))  # left open
+    await claim(journal, deployment, None)
+    await claim(journal, other, T0)
+    assert await journal.latest_scheduled_at() == {
+        deployment.id: T0 + timedelta(hours=3),
+        other.id: T0,
+    }
+
+
+async def test_recover_completes_open_claims_as_service_unavailable(
+    journal: Journal, deployment: Deployment
+) -> None:
+    open_id = await claim(journal, deployment, T0)
+    done_id = await claim(journal, deployment, T0 + timedelta(hours=1))
+    assert open_id is not None
+    assert done_id is not None
+    await journal.complete_run(done_id, session_id="sesn_ok", error=None, completed_at=T0)
+    now = T0 + timedelta(minutes=5)
+    recovered = await journal.recover_open_claims(now)
+    assert [run.id for run in recovered] == [open_id]
+    assert recovered[0].error == RunError(type="service_unavailable", message=RECOVERED_MESSAGE)
+    assert recovered[0].created_at == now
+    assert await journal.recover_open_claims(now) == []
+    stored = await journal.get_run(done_id)
+    assert stored is not None
+    assert stored.session_id == "sesn_ok"
+
+
+_CLAIMING_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from datetime import datetime, UTC
+    from pathlib import Path
+    from agentcron.journal import Journal
+    from agentcron.models import AgentRef, TriggerType
+
+    async def main() -> None:
+        journal = await Journal.open(Path(sys.argv[1]))
+        run_id = await journal.claim_run(
+            deployment_id=sys.argv[2], agent=AgentRef(id="agent_test", version=1),
+            trigger_type=TriggerType.SCHEDULE,
+            scheduled_at=datetime(2026, 5, 1, 13, tzinfo=UTC),
+            claimed_at=datetime(2026, 5, 1, 13, tzinfo=UTC))
+        print(run_id, flush=True)
+        time.sleep(60)  # "creating the session" when SIGKILL arrives
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_claim_of_a_killed_process_is_recovered_on_the_next_open(tmp_path: Path) -> None:
+    """A process claims a run and is SIGKILLed before completing it; the next opener completes
+    that claim as service_unavailable and the occurrence can never be claimed again."""
+    path = tmp_path / "journal.db"
+    first = await Journal.open(path)
+    created = make_deployment()
+    await first.insert_deployment(created)
+    await first.close()
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CLAIMING_CHILD,
+        str(path),
+        created.id,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        line = (await child.stdout.readline()).decode()
+        run_id = line.strip()
+        assert run_id.startswith("drun_"), line
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    journal = await Journal.open(path)
+    try:
+        assert await journal.get_run(run_id) is None
+        now = T0 + timedelta(hours=1, seconds=30)
+        recovered = await journal.recover_open_claims(now)
+        assert [(run.id, run.error) for run in recovered] == [
+            (run_id, RunError(type="service_unavailable", message=RECOVERED_MESSAGE))
+        ]
+        assert await journal.get_run(run_id) == recovered[0]
+        assert await claim(journal, created, datetime(2026, 5, 1, 13, tzinfo=UTC)) is None
+    finally:
+        await journal.close()
+
+
+# --- listing runs through the service ------------------------------------------------------
+
+
+async def make_runs(journal: Journal, deployment: Deployment) -> list[DeploymentRun]:
+    """Six runs, one second apart: scheduled/manual x success/error."""
+    runs = []
+    for i in range(6):
+        scheduled_at = T0 + timedelta(hours=i) if i % 3 else None
+        run_id = await claim(journal, deployment, scheduled_at)
+        assert run_id is not None
+        error = RunError(type="vault_not_found", message="vault gone") if i % 2 else None
+        runs.append(
+            await journal.complete_run(
+                run_id,
+                session_id=None if error else f"sesn_{i}",
+                error=error,
+                completed_at=T0 + timedelta(seconds=i),
+            )
+        )
+    return runs
+
+
+async def test_run_filters(
+    journal: Journal, deployment: Deployment, service: DeploymentService
+) -> None:
+    runs = await make_runs(journal, deployment)
+    other = make_deployment()
+    await journal.insert_deployment(other)
+    other_run_id = await claim(journal, other, None)
+    assert other_run_id is not None
+    await journal.complete_run(other_run_id, session_id="s", error=None, completed_at=T0)
+
+    async def ids_of(**filters: object) -> list[str]:
+        page = await service.list_runs(limit=1000, **filters)  # type: ignore[arg-type]
+        return [run.id for run in page.data]
+
+    newest_first = [run.id for run in reversed(runs)]
+    mine = {"deployment_id": deployment.id}
+    assert await ids_of(**mine) == newest_first
+    assert await ids_of(**mine, has_error=True) == [r.id for r in reversed(runs) if r.error]
+    assert await ids_of(**mine, has_error=False) == [r.id for r in reversed(runs) if not r.error]
+    assert await ids_of(**mine, trigger_type="manual") == [
+        r.id for r in reversed(runs) if r.trigger_type == TriggerType.MANUAL
+    ]
+    assert await ids_of(**mine, trigger_type="schedule", has_error=True) == [
+        r.id for r in reversed(runs) if r.trigger_type == TriggerType.SCHEDULE and r.error
+    ]
+    assert await ids_of(**mine, created_at_gt=T0 + timedelta(seconds=1)) == newest_first[:4]
+    assert await ids_of(**mine, created_at_gte=T0 + timedelta(seconds=1)) == newest_first[:5]
+    assert await ids_of(**mine, created_at_lt=T0 + timedelta(seconds=4)) == newest_first[2:]
+    assert await ids_of(**mine, created_at_lte=T0 + timedelta(seconds=4)) == newest_first[1:]
+    assert await ids_of(deployment_id="depl_unknown") == []
+    assert len(await ids_of()) == 7
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        pytest.param({"limit": 0}, "limit: must be between 1 and 1000, got 0", id="limit-0"),
+        pytest.param({"limit": 1001}, "limit: must be between 1 and 1000", id="limit-1001"),
+        pytest.param(
+            {"trigger_type": "webhook"}, "trigger_type: must be schedule or manual", id="trigger"
+        ),
+        pytest.param({"page": "garbage!"}, "page: not a valid cursor", id="garbage-cursor"),
+    ],
+)
+async def test_bad_run_list_arguments_are_400(
+    service: DeploymentService, filters: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        await service.list_runs(**filters)  # type: ignore[arg-type]
