@@ -17,16 +17,21 @@ Faults are switched on by setting attributes::
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import json
 import socket
 import struct
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from aiohttp import web
 
 from agentcron import ids
@@ -300,3 +305,31 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+async def serve(*, delay: float, agents: list[str], environments: list[str]) -> None:
+    """Serve until stdin closes, after printing ``{"base_url", "api_key"}`` as one JSON line."""
+    async with HostedApi(record=False, delay=delay) as api:
+        for agent_id in agents:
+            api.add_agent(agent_id)
+        for environment_id in environments:
+            api.add_environment(environment_id)
+        print(json.dumps({"base_url": api.base_url, "api_key": api.api_key}), flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.hosted_api``: the stand-in in its own process (for benchmarks)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.hosted_api", description=__doc__)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds added to each answer")
+    parser.add_argument("--agent", action="append", default=[], help="an agent id to serve")
+    parser.add_argument("--environment", action="append", default=[], help="an environment id")
+    args = parser.parse_args(argv)
+    anyio.run(
+        functools.partial(serve, delay=args.delay, agents=args.agent, environments=args.environment)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,8 +35,9 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import structlog
-from anyio.abc import Process, TaskGroup
+from anyio.abc import TaskGroup
 
 from agentcron import ids
 from agentcron.clock import Clock
@@ -103,7 +104,8 @@ class _LocalSession:
     """A child process the launcher started and has not seen finish yet."""
 
     session_id: str
-    process: Process
+    process: subprocess.Popen[bytes]
+    pidfd: int | None  # readable once the child has exited (Linux >= 5.3), else polled
     exited: anyio.Event = field(default_factory=anyio.Event)
     finished: anyio.Event = field(default_factory=anyio.Event)
 
@@ -231,10 +233,13 @@ class CommandLauncher:
         self._active += 1
         self._spawning += 1
         try:
-            process = await self._spawn(agent, environment, env, session_id)
-            session = _LocalSession(session_id=session_id, process=process)
-            self._running[session_id] = session
-            self._task_group.start_soon(self._watch, session, request, stdin_data)
+            # Shielded: once the fork has happened the child must be registered and watched.
+            with anyio.CancelScope(shield=True):
+                session = await anyio.to_thread.run_sync(
+                    self._start_child, agent, environment, env, session_id
+                )
+                self._running[session_id] = session
+                self._task_group.start_soon(self._watch, session, request, stdin_data)
         except BaseException:
             self._active -= 1
             raise
@@ -248,7 +253,7 @@ class CommandLauncher:
             deployment_id=request.deployment_id,
             run_id=request.run_id,
             agent_id=agent.id,
-            pid=process.pid,
+            pid=session.process.pid,
         )
         return session_id
 
@@ -358,9 +363,10 @@ class CommandLauncher:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         return os.open(self._sessions_dir / f"{session_id}.log", flags, 0o600)
 
-    async def _spawn(
+    def _start_child(
         self, agent: AgentDecl, environment: EnvironmentDecl, env: dict[str, str], session_id: str
-    ) -> Process:
+    ) -> _LocalSession:
+        """Create the log and fork the child (in a worker thread: both block on the kernel)."""
         try:
             log_fd = self._open_log(session_id)
         except OSError as exc:
@@ -370,7 +376,7 @@ class CommandLauncher:
                 f"{exc.strerror or type(exc).__name__}",
             ) from exc
         try:
-            return await anyio.open_process(
+            process = subprocess.Popen(
                 list(agent.argv),
                 stdin=subprocess.PIPE,
                 stdout=log_fd,
@@ -379,14 +385,19 @@ class CommandLauncher:
                 env=env,
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             (self._sessions_dir / f"{session_id}.log").unlink(missing_ok=True)
+            reason = _describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
             raise LaunchFailure(
-                RunErrorType.SERVICE_UNAVAILABLE,
-                f"cannot start agent `{agent.id}`: {_describe_os_error(exc)}",
+                RunErrorType.SERVICE_UNAVAILABLE, f"cannot start agent `{agent.id}`: {reason}"
             ) from exc
         finally:
             os.close(log_fd)
+        try:
+            pidfd: int | None = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+            pidfd = None
+        return _LocalSession(session_id=session_id, process=process, pidfd=pidfd)
 
     # -- the life of a child ---------------------------------------------------------------
 
@@ -407,8 +418,7 @@ class CommandLauncher:
                     started_at=self._clock.now(),
                 )
                 await _feed_stdin(process, data)
-                await process.aclose()
-                exit_status = process.returncode if process.returncode is not None else -1
+                exit_status = await _wait_exit(session)
                 self._running.pop(session.session_id, None)
                 self._active -= 1
                 session.exited.set()
@@ -455,16 +465,39 @@ class CommandLauncher:
             )
 
 
-async def _feed_stdin(process: Process, data: bytes) -> None:
+async def _feed_stdin(process: subprocess.Popen[bytes], data: bytes) -> None:
     """Write the request and close stdin; a child that stops reading early is not an error."""
     stdin = process.stdin
     if stdin is None:
         return
-    gone = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-    with contextlib.suppress(*gone):
-        await stdin.send(data)
-    with contextlib.suppress(*gone):
-        await stdin.aclose()
+    fd = stdin.fileno()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(fd)
+    except OSError:  # EPIPE: the child exited or closed its stdin
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+async def _wait_exit(session: _LocalSession) -> int:
+    """Wait for the child's exit without a thread; its status (negative: killed by a signal)."""
+    process = session.process
+    if session.pidfd is not None:
+        try:
+            await anyio.wait_readable(session.pidfd)
+        finally:
+            os.close(session.pidfd)
+        return process.wait()
+    while process.poll() is None:  # noqa: ASYNC110 - no pidfd: nothing to wait on but time
+        await anyio.sleep(0.05)
+    return process.wait()
 
 
 def _describe_os_error(exc: OSError) -> str:
