@@ -22,27 +22,29 @@ class FakeClock:
     """A clock that only moves when a test moves it.
 
     ``sleep`` parks the caller until ``advance`` moves the monotonic time past its deadline;
-    ``step_wall`` moves only the wall clock, like an NTP step.
+    ``step_wall`` moves only the wall clock, like an NTP step. Time is kept in whole
+    microseconds, so a deadline computed from wall-clock instants is met exactly.
     """
 
     def __init__(self, start: datetime) -> None:
         self._wall = start
-        self._mono = 0.0
-        self._sleepers: list[tuple[float, anyio.Event]] = []
+        self._mono_us = 0
+        self._sleepers: list[tuple[int, anyio.Event]] = []
 
     def now(self) -> datetime:
         return self._wall
 
     @property
     def monotonic(self) -> float:
-        return self._mono
+        return self._mono_us / 1_000_000
 
     async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
+        micros = round(seconds * 1_000_000)
+        if micros <= 0:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        sleeper = (self._mono + seconds, event)
+        sleeper = (self._mono_us + micros, event)
         self._sleepers.append(sleeper)
         try:
             await event.wait()
@@ -59,8 +61,13 @@ class FakeClock:
         self._wall += delta
 
     async def advance(self, seconds: float) -> None:
-        """Move both clocks forward, waking each sleeper in deadline order on the way."""
-        target = self._mono + seconds
+        """Move both clocks forward, waking each sleeper in deadline order on the way.
+
+        Tasks that are ready to run (say, one just woken to re-compute its deadline) get to
+        go to sleep again before time moves, so no deadline is jumped over.
+        """
+        await anyio.wait_all_tasks_blocked()
+        target = self._mono_us + round(seconds * 1_000_000)
         while True:
             due = [s for s in self._sleepers if s[0] <= target]
             if not due:
@@ -73,10 +80,10 @@ class FakeClock:
         self._move_to(target)
         await anyio.wait_all_tasks_blocked()
 
-    def _move_to(self, mono: float) -> None:
-        if mono > self._mono:
-            self._wall += timedelta(seconds=mono - self._mono)
-            self._mono = mono
+    def _move_to(self, mono_us: int) -> None:
+        if mono_us > self._mono_us:
+            self._wall += timedelta(microseconds=mono_us - self._mono_us)
+            self._mono_us = mono_us
 
 
 @dataclass

@@ -14,12 +14,13 @@ a run whose task was torn down.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
+import anyio.abc
 import structlog
 
 from agentcron.clock import Clock
@@ -101,7 +102,9 @@ class Firing:
         self._launcher = launcher
         self._clock = clock
         self._auto_pause_on = frozenset(auto_pause_on)
-        self._limiter = anyio.CapacityLimiter(max_concurrent_fires)
+        self._max_workers = max_concurrent_fires
+        self._queue: deque[DueFire] = deque()
+        self._workers = 0
         self._changes = changes
         self._launches: set[anyio.CancelScope] = set()
         self._stopping = False
@@ -111,7 +114,7 @@ class Firing:
     # --- bookkeeping ---------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Count a fire as in flight; call before spawning its task (so idle() cannot miss it)."""
+        """Count a fire (or manual run) as in flight."""
         self.stats.in_flight += 1
 
     def _end(self) -> None:
@@ -124,8 +127,27 @@ class Firing:
 
     # --- scheduled fires -----------------------------------------------------------------------
 
-    async def fire_scheduled(self, due: DueFire) -> None:
-        """Fire one due occurrence. The caller has already called ``begin()``."""
+    def submit(self, due: DueFire, tg: anyio.abc.TaskGroup) -> None:
+        """Queue a due occurrence (sync, for the loop); a pool of at most
+        ``max_concurrent_fires`` workers claims, launches and completes queued fires.
+
+        A burst costs the loop one append per fire, and concurrent claims of the workers are
+        group-committed by the journal.
+        """
+        self.begin()
+        self._queue.append(due)
+        if self._workers < self._max_workers:
+            self._workers += 1
+            tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        try:
+            while self._queue:
+                await self._fire_scheduled(self._queue.popleft())
+        finally:
+            self._workers -= 1
+
+    async def _fire_scheduled(self, due: DueFire) -> None:
         try:
             deployment = due.is_live()
             if deployment is None or self._stopping:
@@ -153,8 +175,7 @@ class Firing:
             log.info("run_duplicate_suppressed", scheduled_at=format_ts(due.scheduled_at))
             return
         with structlog.contextvars.bound_contextvars(run_id=run_id):
-            async with self._limiter:
-                started_at, session_id, error = await self._launch(deployment, run_id)
+            started_at, session_id, error = await self._launch(deployment, run_id)
             try:
                 run = await self._complete(run_id, session_id, error, last_run_at=started_at)
             except AgentcronError:
@@ -177,8 +198,9 @@ class Firing:
         try:
             with structlog.contextvars.bound_contextvars(deployment_id=deployment_id):
                 with anyio.CancelScope(shield=True):
-                    run = await self._run_manual_claimed(deployment)
-                return run
+                    return await self._run_manual_claimed(deployment)
+            # Unreachable: nothing cancels that shielded scope (mypy cannot know it).
+            raise ServiceUnavailable("the manual run was cancelled")
         finally:
             self._end()
 
@@ -300,6 +322,9 @@ class Firing:
     async def drain(self, grace: float) -> None:
         """Stop claiming; give running creations ``grace`` seconds; cancel the rest."""
         self._stopping = True
+        while self._queue:  # queued fires have not claimed anything: drop them
+            self._queue.popleft()
+            self._end()
         if self._launches:
             log.info("scheduler_draining", in_flight=self.stats.in_flight, grace_s=grace)
             async with anyio.create_task_group() as tg:

@@ -43,8 +43,7 @@ log = structlog.get_logger("agentcron.scheduler")
 
 _YIELD_EVERY = 256  # due items handled between checkpoints, so a burst never starves the API
 _NEXT_CACHE_MAX = 4096
-_MISSED_LOGGED_MAX = 20  # occurrence_missed lines per deployment at startup; then one summary
-_MISSED_COUNT_MAX = 100_000  # stop counting a deployment's downtime misses here
+_MISSED_COUNT_MAX = 100  # downtime misses counted per deployment at startup (bounds the work)
 
 
 class _Entry:
@@ -221,7 +220,7 @@ class Scheduler:
             if seen < floor:
                 first = self._next_after(entry.schedule, seen)
                 if first <= floor:
-                    self._count_missed_while_down(entry, seen, floor, now)
+                    self._count_missed_while_down(entry, first, floor)
             self._entries[deployment.id] = entry
             self._push(entry, upcoming)
         heapq.heapify(self._heap)
@@ -238,31 +237,23 @@ class Scheduler:
             next_fire_at=format_ts(from_micros(top.fire_at_us)) if top else None,
         )
 
-    def _count_missed_while_down(
-        self, entry: _Entry, seen: datetime, floor: datetime, now: datetime
-    ) -> None:
+    def _count_missed_while_down(self, entry: _Entry, first: datetime, floor: datetime) -> None:
+        """Count (up to a cap) and log, in one line, the occurrences missed while stopped."""
         count = 0
-        for scheduled_at in entry.schedule.iter_after(seen):
-            if scheduled_at > floor or count >= _MISSED_COUNT_MAX:
+        for scheduled_at in itertools.chain((first,), entry.schedule.iter_after(first)):
+            if scheduled_at > floor or count == _MISSED_COUNT_MAX:
                 break
             count += 1
-            if count <= _MISSED_LOGGED_MAX:
-                log.warning(
-                    "occurrence_missed",
-                    deployment_id=entry.deployment.id,
-                    scheduled_at=format_ts(scheduled_at),
-                    late_s=round((now - scheduled_at).total_seconds(), 3),
-                    misfire_grace_s=self._misfire_grace,
-                )
-        if count > _MISSED_LOGGED_MAX:
-            log.warning(
-                "occurrences_missed",
-                deployment_id=entry.deployment.id,
-                count=count,
-                capped=count >= _MISSED_COUNT_MAX,
-                since=format_ts(seen),
-            )
         self._firing.stats.missed += count
+        log.warning(
+            "occurrence_missed",
+            deployment_id=entry.deployment.id,
+            scheduled_at=format_ts(first),
+            count=count,
+            capped=count == _MISSED_COUNT_MAX,
+            reason="daemon_down",
+            misfire_grace_s=self._misfire_grace,
+        )
 
     def _new_entry(self, deployment: Deployment) -> _Entry | None:
         assert deployment.schedule is not None
@@ -348,6 +339,8 @@ class Scheduler:
                 "occurrence_missed",
                 deployment_id=entry.deployment.id,
                 scheduled_at=format_ts(scheduled_at),
+                count=1,
+                reason="late",
                 late_s=round((now_us - fire_at_us) / 1_000_000, 3),
                 misfire_grace_s=self._misfire_grace,
             )
@@ -360,8 +353,7 @@ class Scheduler:
                     entry.deployment if self._entries.get(entry.deployment.id) is entry else None
                 ),
             )
-            self._firing.begin()
-            tg.start_soon(self._firing.fire_scheduled, due)
+            self._firing.submit(due, tg)
         self._push(entry, self._next_after(entry.schedule, scheduled_at))
 
     async def _park(self, delay: float) -> None:

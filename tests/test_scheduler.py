@@ -1,0 +1,374 @@
+"""The scheduler loop end to end: a real journal file, a fake clock, a recording launcher."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from agentcron.errors import Conflict, NotFound
+from agentcron.jitter import jitter_offset
+from agentcron.journal import Journal
+from agentcron.models import DeploymentRun, TriggerType
+from agentcron.scheduler import Scheduler
+from agentcron.service import DeploymentService
+from tests.fakes import FakeClock, RecordingLauncher
+
+START = datetime(2026, 6, 1, 11, 59, tzinfo=UTC)
+NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def deployment_body(
+    expression: str = "0 12 * * *", timezone: str = "UTC", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": "nightly report",
+        "agent": "agent_test",
+        "environment_id": "env_test",
+        "initial_events": [
+            {"type": "user.message", "content": [{"type": "text", "text": "write the report"}]}
+        ],
+        "schedule": {"type": "cron", "expression": expression, "timezone": timezone},
+        **extra,
+    }
+
+
+@dataclass
+class Rig:
+    journal: Journal
+    clock: FakeClock
+    launcher: RecordingLauncher
+    service: DeploymentService
+    scheduler: Scheduler
+    tg: anyio.abc.TaskGroup
+
+    async def advance(self, seconds: float) -> None:
+        """Move the fake clock and wait until every fire it caused is durably completed."""
+        await self.clock.advance(seconds)
+        await self.scheduler.idle()
+
+    async def advance_to(self, when: datetime, *, step: float = 3600.0) -> None:
+        while (remaining := (when - self.clock.now()).total_seconds()) > 0:
+            await self.advance(min(step, remaining))
+
+    async def runs(self, deployment_id: str | None = None) -> list[DeploymentRun]:
+        """Completed runs, oldest first."""
+        page = await self.service.list_runs(deployment_id=deployment_id, limit=1000)
+        return list(reversed(page.data))
+
+    async def scheduled_ats(self, deployment_id: str) -> list[datetime | None]:
+        return [run.scheduled_at for run in await self.runs(deployment_id)]
+
+
+@asynccontextmanager
+async def scheduler_rig(
+    path: Path,
+    *,
+    start: datetime = START,
+    launcher: RecordingLauncher | None = None,
+    **options: Any,
+) -> AsyncIterator[Rig]:
+    """A journal file, a service and a running scheduler; stopped and closed on exit."""
+    options.setdefault("max_jitter", 0.0)
+    options.setdefault("max_sleep", 3600.0)
+    journal = await Journal.open(path)
+    try:
+        clock = FakeClock(start)
+        launcher = launcher or RecordingLauncher()
+        service = DeploymentService(journal, launcher, clock)
+        scheduler = Scheduler(
+            journal=journal, service=service, launcher=launcher, clock=clock, **options
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.run)
+            await scheduler.idle()
+            yield Rig(journal, clock, launcher, service, scheduler, tg)
+            tg.cancel_scope.cancel()
+    finally:
+        await journal.close()
+
+
+async def test_fire_happens_at_nominal_time_plus_jitter_offset_not_before(tmp_path: Path) -> None:
+    """The session is created exactly at scheduled_at + jitter_offset(id), never earlier."""
+    async with scheduler_rig(tmp_path / "journal.db", max_jitter=10.0) as rig:
+        deployment = await rig.service.create(deployment_body())
+        offset = jitter_offset(deployment.id, 10.0)
+        assert 0 <= offset < 10
+        fire_at = NOON + timedelta(seconds=offset)
+        await rig.advance_to(fire_at - timedelta(milliseconds=1))
+        assert rig.launcher.requests == []
+        await rig.advance(0.001)
+        assert len(rig.launcher.requests) == 1
+        (run,) = await rig.runs(deployment.id)
+        assert run.scheduled_at == NOON
+        assert run.trigger_type is TriggerType.SCHEDULE
+        assert run.session_id == rig.launcher.session_ids[0]
+        stored = await rig.service.get(deployment.id)
+        assert stored.last_run_at == fire_at  # when the session creation call began
+
+
+@pytest.mark.parametrize(
+    ("expression", "start", "end", "expected"),
+    [
+        pytest.param(
+            "30 2 * * *",
+            datetime(2026, 3, 7, 0, 0, tzinfo=UTC),
+            datetime(2026, 3, 10, 0, 0, tzinfo=UTC),
+            ["2026-03-07T07:30:00+00:00", "2026-03-09T06:30:00+00:00"],
+            id="spring-forward-02:30-never-fires-on-2026-03-08",
+        ),
+        pytest.param(
+            "30 1 * * *",
+            datetime(2026, 10, 31, 12, 0, tzinfo=UTC),
+            datetime(2026, 11, 2, 12, 0, tzinfo=UTC),
+            [
+                "2026-11-01T05:30:00+00:00",
+                "2026-11-01T06:30:00+00:00",
+                "2026-11-02T06:30:00+00:00",
+            ],
+            id="fall-back-01:30-fires-twice-on-2026-11-01",
+        ),
+    ],
+)
+async def test_dst_gap_and_double_fire_through_the_loop(
+    tmp_path: Path, expression: str, start: datetime, end: datetime, expected: list[str]
+) -> None:
+    """America/New_York: a gap time is skipped, a doubled wall time fires at both instants."""
+    async with scheduler_rig(tmp_path / "journal.db", start=start) as rig:
+        deployment = await rig.service.create(deployment_body(expression, "America/New_York"))
+        await rig.advance_to(end, step=1800)
+        fired = await rig.scheduled_ats(deployment.id)
+        assert [at.isoformat() if at else None for at in fired] == expected
+        assert len(rig.launcher.requests) == len(expected)
+
+
+async def test_pause_suppresses_and_unpause_resumes_without_backfill(tmp_path: Path) -> None:
+    """Paused occurrences never fire, not even after unpause; manual runs work while paused."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        deployment = await rig.service.create(deployment_body("*/10 * * * *"))
+        await rig.advance_to(NOON + timedelta(minutes=1))
+        await rig.service.pause(deployment.id)
+        await rig.advance_to(NOON + timedelta(minutes=45))
+        manual = await rig.scheduler.run_manual(deployment.id)
+        assert manual.trigger_type is TriggerType.MANUAL
+        assert manual.session_id is not None
+        assert manual.scheduled_at is None
+        await rig.service.unpause(deployment.id)
+        await rig.advance_to(NOON + timedelta(minutes=61))
+        fired = [at for at in await rig.scheduled_ats(deployment.id) if at is not None]
+        assert fired == [NOON, NOON + timedelta(minutes=50), NOON + timedelta(minutes=60)]
+        stored = await rig.service.get(deployment.id)
+        assert stored.last_run_at == NOON + timedelta(minutes=60)  # the manual run left it alone
+
+
+async def test_schedule_update_takes_effect_at_once_without_a_missed_or_extra_fire(
+    tmp_path: Path,
+) -> None:
+    """An hourly schedule changed to every 20 minutes fires on the new one, 13:00 exactly once."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        deployment = await rig.service.create(deployment_body("0 * * * *"))
+        await rig.advance_to(NOON + timedelta(minutes=2))
+        await rig.service.update(
+            deployment.id,
+            {"schedule": {"type": "cron", "expression": "*/20 * * * *", "timezone": "UTC"}},
+        )
+        await rig.advance_to(NOON + timedelta(minutes=61))
+        assert await rig.scheduled_ats(deployment.id) == [
+            NOON + timedelta(minutes=m) for m in (0, 20, 40, 60)
+        ]
+
+
+async def test_update_of_other_fields_keeps_a_pending_jittered_occurrence(tmp_path: Path) -> None:
+    """Renaming between an occurrence and its jittered fire time neither drops nor repeats it."""
+    async with scheduler_rig(tmp_path / "journal.db", max_jitter=10.0) as rig:
+        deployment = await rig.service.create(deployment_body())
+        offset = jitter_offset(deployment.id, 10.0)
+        await rig.advance_to(NOON + timedelta(seconds=offset / 2))
+        await rig.service.update(deployment.id, {"name": "renamed report"})
+        await rig.advance_to(NOON + timedelta(minutes=5))
+        assert await rig.scheduled_ats(deployment.id) == [NOON]
+        assert [r.title for r in rig.launcher.requests] == ["renamed report"]
+
+
+async def test_archive_while_a_fire_is_in_flight_completes_it_and_stops_the_schedule(
+    tmp_path: Path,
+) -> None:
+    """The in-flight creation finishes and is recorded; no later occurrence fires."""
+    launcher = RecordingLauncher(gate=anyio.Event())
+    async with scheduler_rig(tmp_path / "journal.db", launcher=launcher) as rig:
+        deployment = await rig.service.create(deployment_body("* * * * *"))
+        await rig.clock.advance(60)
+        await launcher.wait_for_requests(1)
+        archived = await rig.service.archive(deployment.id)
+        assert archived.is_archived
+        assert rig.scheduler.health()["scheduled"] == 0
+        assert launcher.gate is not None
+        launcher.gate.set()
+        await rig.scheduler.idle()
+        await rig.advance_to(NOON + timedelta(minutes=10), step=60)
+        (run,) = await rig.runs(deployment.id)
+        assert run.session_id is not None
+        assert run.scheduled_at == NOON
+        assert len(launcher.requests) == 1
+        with pytest.raises(Conflict):
+            await rig.scheduler.run_manual(deployment.id)
+
+
+@pytest.mark.parametrize(
+    "error_type",
+    ["session_rate_limited", "environment_archived", "vault_not_found", "service_unavailable"],
+)
+async def test_failures_are_recorded_once_with_no_retry(tmp_path: Path, error_type: str) -> None:
+    """A failed creation becomes one error run; the next try is the next occurrence."""
+    launcher = RecordingLauncher(fail_with=error_type)
+    async with scheduler_rig(tmp_path / "journal.db", launcher=launcher) as rig:
+        deployment = await rig.service.create(deployment_body("*/5 * * * *"))
+        await rig.advance_to(NOON + timedelta(minutes=4), step=30)
+        assert len(launcher.requests) == 1
+        await rig.advance_to(NOON + timedelta(minutes=5), step=30)
+        runs = await rig.runs(deployment.id)
+        assert [(r.scheduled_at, r.error.type if r.error else None) for r in runs] == [
+            (NOON, error_type),
+            (NOON + timedelta(minutes=5), error_type),
+        ]
+        assert all(r.session_id is None for r in runs)
+        assert len(launcher.requests) == 2
+        stored = await rig.service.get(deployment.id)
+        assert stored.status == "active"
+        assert rig.scheduler.health()["failed"] == {error_type: 2}
+
+
+async def test_auto_pause_on_pauses_after_a_scheduled_failure_only(tmp_path: Path) -> None:
+    """auto_pause_on error types pause on a scheduled failure; a manual failure never pauses."""
+    launcher = RecordingLauncher(fail_with="environment_archived")
+    async with scheduler_rig(
+        tmp_path / "journal.db", launcher=launcher, auto_pause_on=["environment_archived"]
+    ) as rig:
+        deployment = await rig.service.create(deployment_body("*/5 * * * *"))
+        manual = await rig.scheduler.run_manual(deployment.id)
+        assert manual.error is not None
+        assert (await rig.service.get(deployment.id)).paused_reason is None
+        await rig.advance_to(NOON + timedelta(minutes=30), step=60)
+        stored = await rig.service.get(deployment.id)
+        assert stored.paused_reason is not None
+        assert stored.paused_reason.type == "error"
+        assert stored.paused_reason.error_type == "environment_archived"
+        assert len(launcher.requests) == 2  # the manual run and the first scheduled one
+
+
+async def test_agent_archived_archives_the_deployment(tmp_path: Path) -> None:
+    """A scheduled agent_archived run archives the deployment; nothing fires after."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        deployment = await rig.service.create(deployment_body("* * * * *"))
+        rig.launcher.archived_agents.add("agent_test")
+        await rig.advance_to(NOON + timedelta(minutes=5), step=30)
+        (run,) = await rig.runs(deployment.id)
+        assert run.error is not None
+        assert run.error.type == "agent_archived"
+        assert (await rig.service.get(deployment.id)).is_archived
+        assert len(rig.launcher.requests) == 1
+
+
+async def test_manual_run_with_agent_archived_archives_the_deployment(tmp_path: Path) -> None:
+    """A manual run returns its error run and still archives the deployment (agent gone)."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        deployment = await rig.service.create(deployment_body())
+        rig.launcher.archived_agents.add("agent_test")
+        run = await rig.scheduler.run_manual(deployment.id)
+        assert run.error is not None
+        assert run.error.type == "agent_archived"
+        assert run.trigger_type is TriggerType.MANUAL
+        assert (await rig.service.get(deployment.id)).is_archived
+
+
+async def test_manual_run_of_an_unknown_deployment_is_not_found(tmp_path: Path) -> None:
+    """run_manual raises NotFound for an id that does not exist and writes no run."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        with pytest.raises(NotFound):
+            await rig.scheduler.run_manual("depl_01JD3000000000000000000000")
+        assert await rig.runs() == []
+
+
+async def test_heartbeat_is_called_at_least_every_max_sleep(tmp_path: Path) -> None:
+    """With nothing scheduled the loop still wakes every max_sleep seconds and beats."""
+    beats: list[datetime] = []
+    clock_box: list[FakeClock] = []
+
+    def heartbeat() -> None:
+        beats.append(clock_box[0].now() if clock_box else START)
+
+    async with scheduler_rig(tmp_path / "journal.db", heartbeat=heartbeat, max_sleep=30.0) as rig:
+        clock_box.append(rig.clock)
+        before = len(beats)
+        assert before >= 1
+        for _ in range(10):
+            await rig.advance(30)
+        assert len(beats) - before >= 10
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats[before:])]
+        assert max(gaps) <= 30
+
+
+async def test_a_wall_clock_step_is_noticed_within_max_sleep(tmp_path: Path) -> None:
+    """An NTP step forward makes a due occurrence fire on the next wake, not an hour later."""
+    async with scheduler_rig(
+        tmp_path / "journal.db", start=NOON - timedelta(hours=1), max_sleep=30.0
+    ) as rig:
+        deployment = await rig.service.create(deployment_body())
+        rig.clock.step_wall(timedelta(minutes=59, seconds=45))  # wall 11:59:45, loop asleep
+        await rig.advance(30)  # woken by max_sleep at 12:00:15 wall time
+        assert await rig.scheduled_ats(deployment.id) == [NOON]
+
+
+async def test_health_counts_fires_failures_misses_and_reports_the_next_fire(
+    tmp_path: Path,
+) -> None:
+    """health(): fired/succeeded/failed/missed/in_flight/scheduled/next_fire_at."""
+    async with scheduler_rig(tmp_path / "journal.db", max_sleep=30.0) as rig:
+        health = rig.scheduler.health()
+        assert health["scheduled"] == 0
+        assert health["next_fire_at"] is None
+        ok = await rig.service.create(deployment_body("* * * * *"))
+        await rig.service.create(deployment_body("0 13 * * *"))
+        assert rig.scheduler.health()["next_fire_at"] == "2026-06-01T12:00:00Z"
+        await rig.advance_to(NOON + timedelta(seconds=30), step=30)
+        rig.launcher.fail_with = "session_rate_limited"
+        await rig.advance_to(NOON + timedelta(minutes=1, seconds=30), step=30)
+        await rig.service.pause(ok.id)
+        await rig.service.unpause(ok.id)
+        await rig.scheduler.idle()  # the loop has taken the unpause in and sleeps until 12:02
+        # Wall clock jumps so the loop wakes at 12:07:01: 12:02-12:06 are more than 60 s late
+        # (missed), 12:07 is 1 s late (fired).
+        rig.clock.step_wall(timedelta(minutes=5, seconds=1))
+        await rig.advance(30)
+        health = rig.scheduler.health()
+        assert health["fired"] == 3
+        assert health["succeeded"] == 1
+        assert health["failed"] == {"session_rate_limited": 2}
+        assert health["missed"] == 5
+        assert health["in_flight"] == 0
+        assert health["scheduled"] == 2
+
+
+async def test_each_fire_logs_one_run_fired_line_with_lag_and_outcome(tmp_path: Path) -> None:
+    """run_fired carries deployment_id, run_id, scheduled_at, lag_ms and the session id."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        deployment = await rig.service.create(deployment_body())
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await rig.advance_to(NOON + timedelta(seconds=1))
+        (line,) = [entry for entry in logs if entry["event"] == "run_fired"]
+        (run,) = await rig.runs(deployment.id)
+        assert line["scheduled_at"] == "2026-06-01T12:00:00Z"
+        assert line["outcome"] == run.session_id
+        assert line["lag_ms"] == 0
+        assert line["deployment_id"] == deployment.id  # bound through contextvars
+        assert line["run_id"] == run.id
