@@ -212,7 +212,8 @@ class ManagedAgentsLauncher:
         except aiohttp.ClientError as exc:
             detail = self._scrub(str(exc)) or "no details"
             raise _Unreachable(
-                f"cannot reach the hosted API at {self._base_url} ({type(exc).__name__}: {detail})"
+                f"the connection to the hosted API at {self._base_url} failed "
+                f"({type(exc).__name__}: {detail})"
             ) from exc
         try:
             body: Any = json.loads(raw) if raw else None
