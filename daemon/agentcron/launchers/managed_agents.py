@@ -42,7 +42,10 @@ from yarl import URL
 from agentcron import __version__
 from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
 from agentcron.launcher import SessionRequest
+from agentcron.launchers.api_key import load_api_key
 from agentcron.models import AgentRef, RunErrorType
+
+__all__ = ["ANTHROPIC_VERSION", "MANAGED_AGENTS_BETA", "ManagedAgentsLauncher", "load_api_key"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
