@@ -1,16 +1,297 @@
-"""``agentcrond``: the daemon's entry point and composition root."""
+"""``agentcrond``: the daemon's entry point and its one composition root.
+
+config -> logging -> state-dir lock -> journal -> launcher -> service -> scheduler -> API, in one
+task group inside one ``AsyncExitStack``. ``READY=1`` goes out only once the journal is open, the
+scheduler has rebuilt its heap and the socket is bound. A crash of any part cancels the group and
+the process exits non-zero with the reason logged, instead of running half-alive.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import structlog
 
 from agentcron import __version__
+from agentcron.api.app import create_app
+from agentcron.api.socket import bind_control_socket, serve
+from agentcron.clock import SystemClock
+from agentcron.config import Config, load_config
+from agentcron.errors import AgentcronError, ConfigError
+from agentcron.journal import Journal
+from agentcron.launchers import create_launcher
+from agentcron.launchers.managed_agents import load_api_key
+from agentcron.logs import configure_logging
+from agentcron.scheduler import Scheduler
+from agentcron.service import DeploymentService
+from agentcron.systemd import Notifier, listen_fds
+
+log = structlog.get_logger("agentcron.daemon")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+STATUS_INTERVAL = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentcrond", description="The agentcron daemon (see agentcron(1) for the client)."
+    )
+    parser.add_argument("--version", action="version", version=f"agentcrond {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults)")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print the effective settings and exit (0 ok, 2 invalid)",
+    )
+    parser.add_argument("--state-dir", help="override [daemon] state_dir")
+    parser.add_argument("--socket", help="override [daemon] socket")
+    parser.add_argument("--log-level", help="override [daemon] log_level")
+    parser.add_argument("--log-format", help="override [daemon] log_format")
+    return parser
+
+
+def read_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """The effective configuration: the file, then the flags on top. Raises ``ConfigError``."""
+    overrides = {
+        "state_dir": args.state_dir,
+        "socket": args.socket,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+    }
+    config = load_config(args.config, environ=environ, overrides=overrides)
+    if config.launcher.type == "managed_agents":
+        load_api_key(config.launcher.managed_agents, environ)
+    return config
+
+
+def effective_settings(config: Config) -> dict[str, Any]:
+    """The configuration as JSON-ready data (the API key is never part of it)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        "daemon": plain(dataclasses.asdict(config.daemon)),
+        "launcher": plain(dataclasses.asdict(config.launcher)),
+        "agents": sorted(config.declarations.agents),
+        "environments": sorted(config.declarations.environments),
+        "vaults": sorted(config.declarations.vaults),
+    }
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``<state_dir>/agentcron.lock``: one daemon per state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "agentcron.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise AgentcronError(
+                f"another agentcrond (pid {holder}) is already running on state directory "
+                f"{self.path.parent}; stop it first or use another state_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _status_line(service_counts: Mapping[str, int], health: Mapping[str, Any]) -> str:
+    next_fire = health.get("next_fire_at") or "none"
+    return (
+        f"{service_counts.get('active', 0)} active, {service_counts.get('paused', 0)} paused "
+        f"deployments; next fire {next_fire}"
+    )
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    read_config: Callable[[], Config],
+    environ: dict[str, str],
+    notifier: Notifier,
+) -> None:
+    """Run until SIGTERM/SIGINT (returns) or until a part crashes (raises).
+
+    ``read_config`` re-reads the configuration for SIGHUP.
+    """
+    clock = SystemClock()
+    daemon_cfg = config.daemon
+    lock = StateLock(daemon_cfg.state_dir)
+    lock.acquire()
+    async with AsyncExitStack() as stack:
+        stack.callback(lock.release)
+        journal = await Journal.open(daemon_cfg.state_dir / "journal.db")
+        stack.push_async_callback(journal.close)
+        launcher = create_launcher(config, recorder=journal, clock=clock)
+        await stack.enter_async_context(launcher)
+        service = DeploymentService(
+            journal, launcher, clock, max_deployments=daemon_cfg.max_deployments
+        )
+        max_sleep = 30.0
+        if notifier.watchdog_interval is not None:
+            max_sleep = min(max_sleep, notifier.watchdog_interval / 2)
+        scheduler = Scheduler(
+            journal=journal,
+            service=service,
+            launcher=launcher,
+            clock=clock,
+            max_jitter=daemon_cfg.max_jitter,
+            misfire_grace=daemon_cfg.misfire_grace,
+            auto_pause_on=daemon_cfg.auto_pause_on,
+            max_sleep=max_sleep,
+            shutdown_grace=config.launcher.stop_grace,
+            heartbeat=notifier.watchdog,
+        )
+        app = create_app(
+            service=service,
+            scheduler=scheduler,
+            clock=clock,
+            journal_path=journal.path,
+            max_request_bytes=daemon_cfg.max_request_bytes,
+            allowed_uids=daemon_cfg.allowed_uids,
+            allowed_gids=daemon_cfg.allowed_gids,
+        )
+        inherited = listen_fds(environ)
+        sock = (
+            inherited[0]
+            if inherited
+            else bind_control_socket(daemon_cfg.socket, group=daemon_cfg.socket_group)
+        )
+
+        async def keep_status_current() -> None:
+            while True:
+                notifier.status(_status_line(await service.counts(), scheduler.health()))
+                await anyio.sleep(STATUS_INTERVAL)
+
+        async def handle_signals(scope: anyio.CancelScope) -> None:
+            with anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+            ) as signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reload(read_config, launcher)
+                        continue
+                    log.info("daemon_stopping", signal=signal.Signals(signum).name)
+                    notifier.stopping()
+                    scope.cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle_signals, tg.cancel_scope)
+            await tg.start(scheduler.run)
+            await tg.start(serve, app, sock)
+            counts = await service.counts()
+            notifier.ready(_status_line(counts, scheduler.health()))
+            log.info(
+                "daemon_ready",
+                version=__version__,
+                socket=str(daemon_cfg.socket) if not inherited else "inherited",
+                state_dir=str(daemon_cfg.state_dir),
+                launcher=config.launcher.type,
+                deployments=counts,
+            )
+            tg.start_soon(keep_status_current)
+    log.info("daemon_stopped")
+
+
+def reload(read: Callable[[], Config], launcher: object) -> None:
+    """SIGHUP: re-read the config; apply launcher declarations and the log level.
+
+    An invalid file is logged and ignored: the daemon keeps its current settings.
+    """
+    try:
+        config = read()
+    except ConfigError as exc:
+        log.error("reload_failed", problems=exc.problems)
+        return
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    apply = getattr(launcher, "reload", None)
+    if callable(apply):
+        apply(config.declarations)
+    log.info(
+        "daemon_reloaded",
+        log_level=config.daemon.log_level,
+        agents=sorted(config.declarations.agents),
+        environments=sorted(config.declarations.environments),
+        vaults=sorted(config.declarations.vaults),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agentcrond", description="The agentcron daemon.")
-    parser.add_argument("--version", action="version", version=f"agentcrond {__version__}")
-    parser.parse_args(argv)
-    print(f"agentcrond {__version__}")
-    return 0
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ)
+    try:
+        config = read_config(args, environ)
+    except ConfigError as exc:
+        print("agentcrond: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(json.dumps(effective_settings(config), indent=2))
+        return EXIT_OK
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    notifier = Notifier(environ)
+    try:
+        anyio.run(
+            lambda: run_daemon(
+                config,
+                read_config=lambda: read_config(args, environ),
+                environ=environ,
+                notifier=notifier,
+            )
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BaseException as exc:  # a crash of any part: log why, exit non-zero
+        cause = first_leaf(exc)
+        if isinstance(cause, AgentcronError):
+            log.error("daemon_failed", reason=str(cause))
+        else:
+            log.error("daemon_crashed", reason=repr(cause), exc_info=cause)
+        return EXIT_FAILURE
+    finally:
+        notifier.close()
+    return EXIT_OK
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
