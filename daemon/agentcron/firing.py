@@ -38,13 +38,26 @@ STOPPED_MESSAGE = "daemon stopped before session creation was confirmed"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DueFire:
-    """One occurrence the loop found due: what to fire and how to re-check it is still wanted."""
+    """One occurrence the loop found due, and how to re-check that it is still wanted."""
 
-    deployment: Deployment
+    deployment_id: str
+    expression: str
+    timezone: str
     scheduled_at: datetime
     fire_at: datetime
-    is_live: Callable[[], Deployment | None]
-    """Returns the deployment's current snapshot if this occurrence should still fire."""
+    is_live: Callable[[], bool]
+    """False once the loop's entry for this deployment was removed or replaced."""
+
+    def still_fires(self, deployment: Deployment | None) -> bool:
+        """The journal's copy agrees: scheduled on this schedule, not paused, not archived."""
+        return (
+            deployment is not None
+            and deployment.fires
+            and deployment.schedule is not None
+            and deployment.schedule.expression == self.expression
+            and deployment.schedule.timezone == self.timezone
+            and self.is_live()
+        )
 
 
 class Changes:
@@ -149,10 +162,17 @@ class Firing:
 
     async def _fire_scheduled(self, due: DueFire) -> None:
         try:
-            deployment = due.is_live()
-            if deployment is None or self._stopping:
+            if self._stopping or not due.is_live():
                 return
-            with structlog.contextvars.bound_contextvars(deployment_id=deployment.id):
+            with structlog.contextvars.bound_contextvars(deployment_id=due.deployment_id):
+                try:
+                    deployment = await self._journal.get_deployment(due.deployment_id)
+                except AgentcronError as exc:
+                    log.error("fire_skipped", reason="journal", error=str(exc))
+                    return
+                # Re-check: an update, pause or archive may have raced with this fire.
+                if self._stopping or deployment is None or not due.still_fires(deployment):
+                    return
                 with anyio.CancelScope(shield=True):
                     await self._fire_claimed(deployment, due)
         finally:

@@ -34,7 +34,7 @@ from agentcron.firing import Changes, DueFire, Firing
 from agentcron.jitter import jitter_offset
 from agentcron.journal import Journal
 from agentcron.launcher import Launcher
-from agentcron.models import Deployment, DeploymentRun
+from agentcron.models import Deployment, DeploymentRun, Schedule
 from agentcron.schedule import CompiledSchedule, compile_schedule
 from agentcron.service import DeploymentService
 from agentcron.timeutil import format_ts, from_micros, to_micros
@@ -42,17 +42,21 @@ from agentcron.timeutil import format_ts, from_micros, to_micros
 log = structlog.get_logger("agentcron.scheduler")
 
 _YIELD_EVERY = 256  # due items handled between checkpoints, so a burst never starves the API
-_NEXT_CACHE_MAX = 4096
+_NEXT_CACHE_MAX = 50_000  # ~10 MB at most; cleared after each burst and after startup
 _MISSED_COUNT_MAX = 100  # downtime misses counted per deployment at startup (bounds the work)
 
 
 class _Entry:
-    """The live heap entry of one deployment (mutable; replaced when its schedule changes)."""
+    """The live heap entry of one deployment (mutable; replaced when its schedule changes).
 
-    __slots__ = ("deployment", "fire_at_us", "jitter_us", "schedule", "scheduled_at", "token")
+    Lean on purpose (no deployment snapshot): 100,000 of them fit in a few tens of MB. The fire
+    path reads the deployment from the journal.
+    """
 
-    def __init__(self, deployment: Deployment, schedule: CompiledSchedule, jitter_us: int) -> None:
-        self.deployment = deployment
+    __slots__ = ("deployment_id", "fire_at_us", "jitter_us", "schedule", "scheduled_at", "token")
+
+    def __init__(self, deployment_id: str, schedule: CompiledSchedule, jitter_us: int) -> None:
+        self.deployment_id = deployment_id
         self.schedule = schedule
         self.jitter_us = jitter_us
         self.scheduled_at: datetime | None = None
@@ -101,7 +105,7 @@ class Scheduler:
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[int, int, _Entry]] = []
         self._tokens = itertools.count(1)
-        self._next_cache: dict[tuple[str, str, datetime], datetime] = {}
+        self._next_cache: dict[tuple[str, str, datetime], tuple[datetime, int]] = {}
         self._started = False
         self._early: dict[str, Deployment] = {}  # changes seen while the heap was being built
         self._sleep_scope: anyio.CancelScope | None = None
@@ -146,10 +150,15 @@ class Scheduler:
                 del self._entries[deployment.id]
                 self._wake()
             return
-        if current is not None and current.deployment.schedule == deployment.schedule:
-            current.deployment = deployment  # same schedule: keep the pending occurrence
-            return
-        entry = self._new_entry(deployment)
+        schedule = deployment.schedule
+        assert schedule is not None
+        if (
+            current is not None
+            and current.schedule.expression == schedule.expression
+            and current.schedule.timezone == schedule.timezone
+        ):
+            return  # same schedule: keep the pending occurrence
+        entry = self._new_entry(deployment.id, schedule)
         if entry is None:
             return
         self._entries[deployment.id] = entry
@@ -206,10 +215,12 @@ class Scheduler:
         deployments = await self._journal.scheduled_deployments()
         latest = await self._journal.latest_scheduled_at()
         floor = now - timedelta(seconds=self._misfire_grace + self._max_jitter)
+        compiled: dict[tuple[str, str], CompiledSchedule | None] = {}
         for deployment in deployments:
             if not deployment.fires:
                 continue
-            entry = self._new_entry(deployment)
+            assert deployment.schedule is not None
+            entry = self._new_entry(deployment.id, deployment.schedule, compiled)
             if entry is None:
                 continue
             # Occurrences after the last one handled (its run, or the change that set the
@@ -218,7 +229,7 @@ class Scheduler:
             seen = max(last, deployment.updated_at) if last else deployment.updated_at
             upcoming = self._next_after(entry.schedule, max(seen, floor))
             if seen < floor:
-                first = self._next_after(entry.schedule, seen)
+                first, _ = self._next_after(entry.schedule, seen)
                 if first <= floor:
                     self._count_missed_while_down(entry, first, floor)
             self._entries[deployment.id] = entry
@@ -247,7 +258,7 @@ class Scheduler:
         self._firing.stats.missed += count
         log.warning(
             "occurrence_missed",
-            deployment_id=entry.deployment.id,
+            deployment_id=entry.deployment_id,
             scheduled_at=format_ts(first),
             count=count,
             capped=count == _MISSED_COUNT_MAX,
@@ -255,34 +266,46 @@ class Scheduler:
             misfire_grace_s=self._misfire_grace,
         )
 
-    def _new_entry(self, deployment: Deployment) -> _Entry | None:
-        assert deployment.schedule is not None
-        try:
-            schedule = compile_schedule(
-                deployment.schedule.expression, deployment.schedule.timezone
-            )
-        except AgentcronError as exc:  # stored before a stricter validator; never fire it
-            log.error("schedule_invalid", deployment_id=deployment.id, error=str(exc))
+    def _new_entry(
+        self,
+        deployment_id: str,
+        spec: Schedule,
+        compiled: dict[tuple[str, str], CompiledSchedule | None] | None = None,
+    ) -> _Entry | None:
+        key = (spec.expression, spec.timezone)
+        if compiled is not None and key in compiled:
+            schedule = compiled[key]
+        else:
+            try:
+                schedule = compile_schedule(spec.expression, spec.timezone)
+            except AgentcronError as exc:  # stored before a stricter validator; never fire it
+                log.error("schedule_invalid", deployment_id=deployment_id, error=str(exc))
+                schedule = None
+            if compiled is not None:
+                compiled[key] = schedule
+        if schedule is None:
             return None
-        jitter_us = round(jitter_offset(deployment.id, self._max_jitter) * 1_000_000)
-        return _Entry(deployment, schedule, jitter_us)
+        jitter_us = round(jitter_offset(deployment_id, self._max_jitter) * 1_000_000)
+        return _Entry(deployment_id, schedule, jitter_us)
 
     # --- the heap ------------------------------------------------------------------------------
 
-    def _next_after(self, schedule: CompiledSchedule, after: datetime) -> datetime:
-        """``schedule.next_after`` memoized: deployments sharing a schedule share the answer."""
+    def _next_after(self, schedule: CompiledSchedule, after: datetime) -> tuple[datetime, int]:
+        """``schedule.next_after`` (and its epoch microseconds), memoized: deployments sharing
+        a schedule and a starting point share the answer (a burst, the startup)."""
         key = (schedule.expression, schedule.timezone, after)
         found = self._next_cache.get(key)
         if found is None:
             if len(self._next_cache) >= _NEXT_CACHE_MAX:
                 self._next_cache.clear()
-            found = schedule.next_after(after)
+            instant = schedule.next_after(after)
+            found = (instant, to_micros(instant))
             self._next_cache[key] = found
         return found
 
-    def _push(self, entry: _Entry, scheduled_at: datetime) -> None:
-        entry.scheduled_at = scheduled_at
-        entry.fire_at_us = to_micros(scheduled_at) + entry.jitter_us
+    def _push(self, entry: _Entry, occurrence: tuple[datetime, int]) -> None:
+        entry.scheduled_at, micros = occurrence
+        entry.fire_at_us = micros + entry.jitter_us
         entry.token = next(self._tokens)
         if self._started:
             heapq.heappush(self._heap, (entry.fire_at_us, entry.token, entry))
@@ -292,7 +315,7 @@ class Scheduler:
             self._compact()
 
     def _is_current(self, token: int, entry: _Entry) -> bool:
-        return entry.token == token and self._entries.get(entry.deployment.id) is entry
+        return entry.token == token and self._entries.get(entry.deployment_id) is entry
 
     def _peek(self) -> _Entry | None:
         heap = self._heap
@@ -337,7 +360,7 @@ class Scheduler:
             self._firing.stats.missed += 1
             log.warning(
                 "occurrence_missed",
-                deployment_id=entry.deployment.id,
+                deployment_id=entry.deployment_id,
                 scheduled_at=format_ts(scheduled_at),
                 count=1,
                 reason="late",
@@ -346,12 +369,12 @@ class Scheduler:
             )
         else:
             due = DueFire(
-                deployment=entry.deployment,
+                deployment_id=entry.deployment_id,
+                expression=entry.schedule.expression,
+                timezone=entry.schedule.timezone,
                 scheduled_at=scheduled_at,
                 fire_at=from_micros(fire_at_us),
-                is_live=lambda: (
-                    entry.deployment if self._entries.get(entry.deployment.id) is entry else None
-                ),
+                is_live=lambda: self._entries.get(entry.deployment_id) is entry,
             )
             self._firing.submit(due, tg)
         self._push(entry, self._next_after(entry.schedule, scheduled_at))
