@@ -266,10 +266,7 @@ RUN_FILTERS = {
     "has-error": (RunFilter(has_error=True), "runs_error"),
     "no-error": (RunFilter(has_error=False), "runs_error"),
     "trigger": (RunFilter(trigger_type="manual"), "runs_trigger"),
-    "deployment-has-error": (
-        RunFilter(deployment_id="depl_1", has_error=True),
-        "runs_deployment_error",
-    ),
+    "deployment-has-error": (RunFilter(deployment_id="depl_1", has_error=True), "runs_deployment"),
     "deployment-trigger": (
         RunFilter(deployment_id="depl_1", trigger_type="schedule"),
         "runs_deployment",
@@ -277,7 +274,7 @@ RUN_FILTERS = {
     "error-trigger": (RunFilter(has_error=True, trigger_type="schedule"), "runs_error"),
     "all-three": (
         RunFilter(deployment_id="depl_1", has_error=False, trigger_type="manual"),
-        "runs_deployment_error",
+        "runs_deployment",
     ),
     "created-gt-lt": (RunFilter(created_at_gt=1, created_at_lt=5), "runs_created"),
     "deployment-created-range": (

@@ -92,7 +92,8 @@ def runs_query(flt: RunFilter, *, after: Position | None, limit: int) -> tuple[s
 
     The most selective filter picks the index (deployment, then error, then trigger); a
     unary ``+`` keeps the planner from using another filter's index for the others, which
-    without statistics it might.
+    without statistics it might. ``has_error`` is part of the deployment index, so with a
+    deployment it is checked without reading the table.
     """
     where = ["created_at IS NOT NULL"]
     params: list[Any] = []
@@ -101,7 +102,7 @@ def runs_query(flt: RunFilter, *, after: Position | None, limit: int) -> tuple[s
         where.append("deployment_id = ?")
         params.append(flt.deployment_id)
     if flt.has_error is not None:
-        where.append("has_error = ?")
+        where.append("+has_error = ?" if by_deployment else "has_error = ?")
         params.append(int(flt.has_error))
     if flt.trigger_type is not None:
         indexed = not by_deployment and flt.has_error is None
