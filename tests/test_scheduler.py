@@ -372,3 +372,51 @@ async def test_each_fire_logs_one_run_fired_line_with_lag_and_outcome(tmp_path: 
         assert line["lag_ms"] == 0
         assert line["deployment_id"] == deployment.id  # bound through contextvars
         assert line["run_id"] == run.id
+
+
+async def test_a_slow_launcher_is_bounded_and_never_blocks_the_loop(tmp_path: Path) -> None:
+    """With creations hanging, at most max_concurrent_fires run; the loop and service go on."""
+    launcher = RecordingLauncher(gate=anyio.Event())
+    beats: list[int] = []
+    async with scheduler_rig(
+        tmp_path / "journal.db",
+        launcher=launcher,
+        max_concurrent_fires=2,
+        max_sleep=30.0,
+        heartbeat=lambda: beats.append(1),
+    ) as rig:
+        for _ in range(3):
+            await rig.service.create(deployment_body())
+        await rig.clock.advance(60)
+        await launcher.wait_for_requests(2)
+        before = len(beats)
+        await rig.clock.advance(90)  # the loop keeps waking while both slots hang
+        later = await rig.service.create(deployment_body("5 12 * * *"))
+        assert len(beats) - before >= 3
+        assert len(launcher.requests) == 2  # the third waits for a slot
+        assert rig.scheduler.health()["in_flight"] == 3
+        assert launcher.gate is not None
+        launcher.gate.set()
+        await rig.scheduler.idle()
+        assert len(launcher.requests) == 3
+        await rig.advance_to(NOON + timedelta(minutes=6), step=60)
+        assert await rig.scheduled_ats(later.id) == [NOON + timedelta(minutes=5)]
+
+
+async def test_a_queued_fire_is_dropped_when_a_pause_races_it(tmp_path: Path) -> None:
+    """Due, queued behind a busy slot, then paused: it is re-checked and never claimed."""
+    launcher = RecordingLauncher(gate=anyio.Event())
+    async with scheduler_rig(
+        tmp_path / "journal.db", launcher=launcher, max_concurrent_fires=1
+    ) as rig:
+        first = await rig.service.create(deployment_body())
+        second = await rig.service.create(deployment_body())
+        await rig.clock.advance(60)
+        await launcher.wait_for_requests(1)
+        assert launcher.requests[0].deployment_id == first.id
+        await rig.service.pause(second.id)
+        assert launcher.gate is not None
+        launcher.gate.set()
+        await rig.scheduler.idle()
+        assert [r.deployment_id for r in launcher.requests] == [first.id]
+        assert await rig.runs(second.id) == []
