@@ -111,7 +111,6 @@ class Scheduler:
         self._sleep_scope: anyio.CancelScope | None = None
         self._wake_requested = False
         self._parked = False
-        self._tg: anyio.abc.TaskGroup | None = None
         service.subscribe(self.deployment_changed)
 
     # --- the public contract -------------------------------------------------------------------
@@ -123,7 +122,6 @@ class Scheduler:
         await self._startup()
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
                 task_status.started()
                 try:
                     await self._loop(tg)
@@ -134,8 +132,6 @@ class Scheduler:
                         await self._firing.drain(self._shutdown_grace)
                     tg.cancel_scope.cancel()  # fires that have not claimed yet never will
         finally:
-            self._tg = None
-            self._firing.stats.in_flight = 0
             self._changes.notify()
             log.info("scheduler_stopped")
 
@@ -159,7 +155,8 @@ class Scheduler:
         ):
             return  # same schedule: keep the pending occurrence
         entry = self._new_entry(deployment.id, schedule)
-        if entry is None:
+        if entry is None:  # cannot happen for a schedule the service validated
+            self._entries.pop(deployment.id, None)
             return
         self._entries[deployment.id] = entry
         self._push(entry, self._next_after(entry.schedule, self._clock.now()))
