@@ -29,6 +29,7 @@ import asyncio
 import functools
 import json
 import math
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -177,7 +178,9 @@ def _next_minute(after: datetime) -> datetime:
     return floor + timedelta(minutes=1)
 
 
-async def run_storm(n: int, launcher: LauncherName, *, max_jitter: float = 10.0) -> StormResult:
+async def run_storm(
+    n: int, launcher: LauncherName, *, max_jitter: float = 10.0, profile: Path | None = None
+) -> StormResult:
     """One storm of ``n`` deployments through ``launcher``; see the module docstring."""
     with tempfile.TemporaryDirectory(prefix="agentcron-storm-") as tmp:
         directory = Path(tmp)
@@ -193,13 +196,17 @@ async def run_storm(n: int, launcher: LauncherName, *, max_jitter: float = 10.0)
             daemon = DaemonProcess(directory, config, env=env)
             try:
                 await anyio.to_thread.run_sync(daemon.start)
-                return await _measure(daemon, n, launcher, max_jitter)
+                return await _measure(daemon, n, launcher, max_jitter, profile)
             finally:
                 await anyio.to_thread.run_sync(daemon.close)
 
 
 async def _measure(
-    daemon: DaemonProcess, n: int, launcher: LauncherName, max_jitter: float
+    daemon: DaemonProcess,
+    n: int,
+    launcher: LauncherName,
+    max_jitter: float,
+    profile: Path | None,
 ) -> StormResult:
     with Stopwatch() as creating:
         ids = await create_deployments(daemon.socket_path, n)
@@ -207,6 +214,7 @@ async def _measure(
     last_due = max(minute + timedelta(seconds=jitter_offset(i, max_jitter)) for i in ids)
     await _sleep_until(minute - timedelta(seconds=1))
     before = process_usage(daemon.pid)
+    profiler = _start_profiler(daemon.pid, profile, max_jitter + 10) if profile else None
     tail = LogTail(daemon.log_path)
     deadline = last_due + timedelta(seconds=SETTLE)
     mine: list[dict[str, Any]] = []
@@ -217,6 +225,8 @@ async def _measure(
         if len(mine) >= n:
             break
     after = process_usage(daemon.pid)
+    if profiler is not None:
+        await anyio.to_thread.run_sync(profiler.wait)
     status, health = await anyio.to_thread.run_sync(daemon.request, "GET", "/v1/health")
     missed = int(health.get("missed", 0)) if status == 200 and isinstance(health, dict) else -1
     if not mine:
@@ -242,6 +252,18 @@ async def _measure(
         hwm_mb=after.hwm_mb,
         cpu_s=after.cpu_s - before.cpu_s,
         minute=minute.isoformat(),
+    )
+
+
+def _start_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy (if installed) sampling the daemon through the storm, collapsed stacks to a file."""
+    return subprocess.Popen(
+        [
+            *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(output)),
+            *("--duration", str(round(seconds)), "--threads", "--nonblocking", "--rate", "100"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -336,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         help="launcher (repeatable; default both)",
     )
     parser.add_argument("--max-jitter", type=float, default=10.0)
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy collapsed stacks of the daemon to this file"
+    )
     args = parser.parse_args(argv)
     sizes = args.n or storm_sizes(args.quick)
     launchers: list[LauncherName] = args.launcher or ["command", "managed_agents"]
@@ -343,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     for launcher in launchers:
         for n in sizes:
             result = anyio.run(
-                functools.partial(run_storm, n, launcher, max_jitter=args.max_jitter)
+                functools.partial(
+                    run_storm, n, launcher, max_jitter=args.max_jitter, profile=args.profile
+                )
             )
             rows += storm_rows(result)
             print(render_rows(storm_rows(result)), flush=True)
