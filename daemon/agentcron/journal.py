@@ -181,7 +181,8 @@ class Journal(JournalQueries):
             deployment_id=deployment_id,
             agent=agent,
             trigger_type=TriggerType(trigger_type),
-            scheduled_at=None if scheduled_at is None else to_micros(scheduled_at),
+            scheduled_at=scheduled_at,
+            scheduled_micros=None if scheduled_at is None else to_micros(scheduled_at),
         )
         op = ClaimOp(run_id=ids.new_id(ids.RUN), info=info, claimed_at=to_micros(claimed_at))
         run_id: str | None = await self._submit(op)
@@ -208,7 +209,8 @@ class Journal(JournalQueries):
             run_id=run_id,
             session_id=session_id,
             error=error,
-            completed_at=to_micros(completed_at),
+            completed_at=completed_at,
+            completed_micros=to_micros(completed_at),
             last_run_at=None if last_run_at is None else to_micros(last_run_at),
             info=self._claims.get(run_id),
         )

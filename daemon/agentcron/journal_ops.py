@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import aiosqlite
@@ -13,7 +14,6 @@ from agentcron.errors import JournalError, NotFound
 from agentcron.journal_rows import RUN_COLUMNS, run_from_row
 from agentcron.journal_writer import WriteOp, translate_sqlite_error
 from agentcron.models import AgentRef, DeploymentRun, RunError, TriggerType
-from agentcron.timeutil import from_micros
 
 _IN_CHUNK = 500
 
@@ -38,7 +38,8 @@ class ClaimInfo:
     deployment_id: str
     agent: AgentRef
     trigger_type: TriggerType
-    scheduled_at: int | None
+    scheduled_at: datetime | None
+    scheduled_micros: int | None
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -59,7 +60,7 @@ class ClaimOp(WriteOp):
                 op.info.agent.id,
                 op.info.agent.version,
                 op.info.trigger_type.value,
-                op.info.scheduled_at,
+                op.info.scheduled_micros,
                 op.claimed_at,
             )
             for op in ops
@@ -92,7 +93,8 @@ class CompleteOp(WriteOp):
     run_id: str
     session_id: str | None
     error: RunError | None
-    completed_at: int
+    completed_at: datetime
+    completed_micros: int
     last_run_at: int | None
     info: ClaimInfo | None
     result: DeploymentRun | None = None
@@ -104,7 +106,7 @@ class CompleteOp(WriteOp):
                 op.session_id,
                 op.error.type if op.error else None,
                 op.error.message if op.error else None,
-                op.completed_at,
+                op.completed_micros,
                 op.run_id,
             )
             for op in ops
@@ -135,12 +137,10 @@ class CompleteOp(WriteOp):
                 deployment_id=op.info.deployment_id,
                 agent=op.info.agent,
                 trigger_type=op.info.trigger_type,
-                scheduled_at=(
-                    None if op.info.scheduled_at is None else from_micros(op.info.scheduled_at)
-                ),
+                scheduled_at=op.info.scheduled_at,
                 session_id=op.session_id,
                 error=op.error,
-                created_at=from_micros(op.completed_at),
+                created_at=op.completed_at,
             )
 
 

@@ -86,19 +86,21 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.transactions = 0
         """Write transactions committed so far (the group-commit counter)."""
         self.ops = 0
         """Write ops committed so far."""
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="journal-writer")
 
     async def submit(self, op: WriteOp) -> Any:
         """Queue ``op``; return its result once its transaction has committed."""
-        if self._closing or self._task is None:
+        if self._closing or self._loop is None:
             raise JournalError("the journal is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.append((op, future))
         self._wakeup.set()
         return await future
