@@ -141,20 +141,28 @@ class DeploymentService:
         return _page(items, limit, CursorKind.DEPLOYMENTS)
 
     async def update(self, deployment_id: str, body: Mapping[str, Any]) -> Deployment:
-        """Apply an update body (omitted = kept, ``null`` clears, ``metadata`` is a patch)."""
+        """Apply an update body (omitted = kept, ``null`` clears, ``metadata`` is a patch).
+
+        The agent and environment are resolved before the change lock is taken (a launcher
+        may be slow); the deployment is then re-read under the lock and changed.
+        """
+        before = await self._mutable(deployment_id)  # 404 / 409 before any 400
+        request = validate_update(body)
+        agent = OMITTED if request.agent is OMITTED else await self._resolve_agent(request.agent)
+        if request.environment_id is not OMITTED and (
+            request.environment_id != before.environment_id
+        ):
+            await self._launcher.validate_environment(request.environment_id)
         async with self._lock:
             current = await self._mutable(deployment_id)
-            request = validate_update(body)
             changes: dict[str, Any] = {}
             if request.name is not OMITTED:
                 changes["name"] = request.name
             if request.description is not OMITTED:
                 changes["description"] = request.description
-            if request.agent is not OMITTED:
-                changes["agent"] = await self._resolve_agent(request.agent)
+            if agent is not OMITTED:
+                changes["agent"] = agent
             if request.environment_id is not OMITTED:
-                if request.environment_id != current.environment_id:
-                    await self._launcher.validate_environment(request.environment_id)
                 changes["environment_id"] = request.environment_id
             if request.initial_events is not OMITTED:
                 changes["initial_events"] = request.initial_events
