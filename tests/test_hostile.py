@@ -45,10 +45,16 @@ class Hostile:
         return self.daemon.socket_path
 
     def rss_mb(self) -> float:
+        return self._status_mb("VmRSS")
+
+    def hwm_mb(self) -> float:
+        return self._status_mb("VmHWM")
+
+    def _status_mb(self, field: str) -> float:
         for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
+        raise AssertionError(f"no {field} in /proc/{self.daemon.pid}/status")
 
     def assert_alive(self) -> None:
         """The daemon process runs and answers a health check promptly."""
@@ -78,7 +84,16 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
             deployment_ids.append(body["id"])
         status, run = daemon.request("POST", f"/v1/deployments/{deployment_ids[1]}/run")
         assert status == 200, run
-        yield Hostile(daemon, deployment_ids, [run["id"]])
+        hostile = Hostile(daemon, deployment_ids, [run["id"]])
+        rss_start = hostile.rss_mb()
+        yield hostile
+        summary = {
+            "generated_requests": hostile.requests,
+            "rss_start_mb": round(rss_start, 1),
+            "rss_end_mb": round(hostile.rss_mb(), 1),
+            "rss_peak_mb": round(hostile.hwm_mb(), 1),
+        }
+        print("hostile suite:", json.dumps(summary))
         assert daemon.stop() == 0
     finally:
         daemon.close()
@@ -193,6 +208,7 @@ def generated_request(draw: st.DrawFn) -> tuple[str, str, bytes | None]:
     return method, target, body
 
 
+@pytest.mark.timeout(max(120, EXAMPLES // 5))  # the full run: 10,000 requests
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
