@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentcron import __version__
+from agentcron.errors import ServiceUnavailable
 from agentcron.models import AgentRef
 from tests.api_harness import ApiServer, deployment_body, running_api
 from tests.fakes import RecordingLauncher
@@ -304,3 +305,40 @@ def test_unexpected_errors_are_a_generic_500_logged_with_the_request_id(tmp_path
     failures = [e for e in logs if e["event"] == "api_request_failed"]
     assert failures
     assert failures[0]["request_id"] == response.headers["request-id"]
+
+
+class UnavailableLauncher(RecordingLauncher):
+    """A launcher whose backing service is down while deployments are validated."""
+
+    async def validate_environment(self, environment_id: str) -> None:
+        raise ServiceUnavailable("the environment registry cannot be reached right now")
+
+
+def test_service_unavailable_is_a_503_envelope(tmp_path: Path) -> None:
+    with (
+        running_api(tmp_path / "state", launcher=UnavailableLauncher()) as server,
+        server.http() as http,
+    ):
+        response = http.post("/v1/deployments", json=deployment_body())
+        assert_error(response, 503, "api_error", "cannot be reached")
+        assert response.headers["x-should-retry"] == "false"
+        assert server.deployment_count() == 0
+
+
+def test_the_openapi_document_lists_every_route_and_method() -> None:
+    from aiohttp.web import RouteDef
+
+    from agentcron.api.routes import routes
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text()
+    paths = text.split("\npaths:\n", 1)[1].split("\ncomponents:\n", 1)[0]
+    sections = {
+        block.split(":\n", 1)[0]: block
+        for block in ("\n" + paths).split("\n  /")[1:]
+        if ":\n" in block
+    }
+    for route in routes:
+        assert isinstance(route, RouteDef)
+        section = sections.get(route.path.removeprefix("/"))
+        assert section is not None, f"{route.path} is not in docs/openapi.yaml"
+        assert f"\n    {route.method.lower()}:" in section, f"{route.method} {route.path}"

@@ -146,9 +146,9 @@ async def list_runs(request: web.Request) -> web.Response:
     return json_response({"data": [run_to_wire(r) for r in page.data], "next_page": page.next_page})
 
 
-@routes.get("/v1/deployment_runs/{run_id}")
+@routes.get("/v1/deployment_runs/{deployment_run_id}")
 async def get_run(request: web.Request) -> web.Response:
-    run_id = _path_id(request, "run_id", "deployment run")
+    run_id = _path_id(request, "deployment_run_id", "deployment run")
     return json_response(run_to_wire(await request.app[SERVICE].get_run(run_id)))
 
 
