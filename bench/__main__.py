@@ -3,6 +3,7 @@
     python -m bench all [--quick]          every benchmark, then one summary table
     python -m bench storm|peer [--quick]   the whole-daemon storm / the APScheduler peer
     python -m bench storm+peer [--quick]   both, side by side with the ratios
+    python -m bench storm+peer --n 10000   only that size (repeatable)
     python -m bench schedule|journal|launchers|scheduler|api [--quick]
 
 ``--quick`` is the CI-sized run (storm and peer at N=1,000). The component benchmarks
@@ -112,19 +113,19 @@ def ratio_rows(storm: StormResult, peer: PeerResult) -> list[Row]:
     ]
 
 
-def run_whole(which: Sequence[str], quick: bool) -> list[Row]:
+def run_whole(which: Sequence[str], quick: bool, sizes: Sequence[int] = ()) -> list[Row]:
     rows: list[Row] = []
     storms: dict[tuple[str, int], StormResult] = {}
     peers: dict[int, PeerResult] = {}
     if "storm" in which:
         launchers: tuple[LauncherName, ...] = ("command", "managed_agents")
         for launcher in launchers:
-            for n in storm_sizes(quick):
+            for n in sizes or storm_sizes(quick):
                 result = anyio.run(functools.partial(run_storm, n, launcher))
                 storms[(launcher, n)] = result
                 _show(storm_rows(result))
     if "peer" in which:
-        for n in peer_sizes(quick):
+        for n in sizes or peer_sizes(quick):
             peers[n] = run_peer(n)
             _show(peer_rows(peers[n]))
     for result in storms.values():
@@ -149,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="what to run",
     )
     parser.add_argument("--quick", action="store_true", help="the short, CI-sized run")
+    parser.add_argument(
+        "--n", type=int, action="append", default=[], help="storm/peer size (repeatable)"
+    )
     args = parser.parse_args(argv)
     if args.which == "all":
         components, whole = list(COMPONENTS), list(WHOLE)
@@ -166,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.append(row)
     if whole:
         print(f"== {' + '.join(whole)}", flush=True)
-        summary += run_whole(whole, args.quick)
+        summary += run_whole(whole, args.quick, args.n)
     print("== summary")
     print(render_rows(summary))
     failed = [

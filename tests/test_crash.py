@@ -185,8 +185,14 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
     facts = journal_facts(tmp_path / "state" / "journal.db")
     seen = seen_sessions(tmp_path / "seen.jsonl")
     runs: dict[str, tuple[str | None, str | None, str, str | None]] = facts["runs"]
+    run_ids_seen = Counter(run_id for _, run_id, _ in seen)
     report = {
         "kills": kills,
+        "integrity": facts["integrity"][0][0] if len(facts["integrity"]) == 1 else "errors",
+        "duplicate_occurrences": len(facts["duplicates"]),
+        "lost_claims": facts["open_claims"],
+        "runs_not_exactly_one_outcome": facts["not_exactly_one_outcome"],
+        "sessions_started_twice": sum(1 for c in run_ids_seen.values() if c > 1),
         "runs": len(runs),
         "scheduled_runs": sum(1 for r in runs.values() if r[2] == "schedule"),
         "sessions_seen": len(seen),
@@ -200,7 +206,6 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
     assert facts["duplicates"] == []
     assert facts["open_claims"] == 0  # no claim is lost: every one was completed
     assert facts["not_exactly_one_outcome"] == 0
-    run_ids_seen = Counter(run_id for _, run_id, _ in seen)
     assert [r for r, c in run_ids_seen.items() if c > 1] == []  # no session created twice
     session_ids_seen = Counter(session_id for session_id, _, _ in seen)
     assert [s for s, c in session_ids_seen.items() if c > 1] == []
