@@ -6,7 +6,6 @@ or raises ``ConfigError`` listing every problem, each naming its key.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentcron.errors import ConfigError
+from agentcron.paths import default_socket_path
 from agentcron.timeutil import parse_duration
 
 LauncherType = Literal["command", "managed_agents"]
@@ -126,12 +126,8 @@ def default_state_dir(environ: Mapping[str, str]) -> Path:
 
 
 def default_socket(environ: Mapping[str, str]) -> Path:
-    """``$RUNTIME_DIRECTORY/control.sock`` under systemd, else the XDG runtime dir, else /tmp."""
-    if runtime := environ.get("RUNTIME_DIRECTORY"):
-        return Path(runtime.split(":")[0]) / "control.sock"
-    if xdg := environ.get("XDG_RUNTIME_DIR"):
-        return Path(xdg) / "agentcron" / "control.sock"
-    return Path(f"/tmp/agentcron-{os.getuid()}") / "control.sock"
+    """The control socket the CLI looks for first (``agentcron.paths.default_socket_path``)."""
+    return default_socket_path(environ)
 
 
 class _Reader:
