@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from agentcron.errors import InvalidRequest, RequestTooLarge
 from agentcron.timeutil import parse_ts
+from agentcron.validation_shapes import json_kind
 
 DEPLOYMENTS_MAX_LIMIT = 100
 RUNS_MAX_LIMIT = 1000
@@ -151,24 +152,9 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     except ValueError as exc:  # NaN/Infinity, or an integer with too many digits
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise InvalidRequest(f"request body must be a JSON object, got {json_type(value)}")
+        raise InvalidRequest(f"request body must be a JSON object, got {json_kind(value)}")
     _check_structure(value)
     return value
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _reject_constant(name: str) -> Any:
