@@ -195,7 +195,12 @@ async def run_storm(
             env = {"ANTHROPIC_API_KEY": api.api_key} if api else {}
             daemon = DaemonProcess(directory, config, env=env)
             try:
-                await anyio.to_thread.run_sync(daemon.start)
+                try:
+                    await anyio.to_thread.run_sync(daemon.start)
+                except AssertionError as exc:  # no READY=1: say why the daemon did not start
+                    raise RuntimeError(
+                        f"agentcrond did not start:\n{daemon.logs()[-3000:]}"
+                    ) from exc
                 return await _measure(daemon, n, launcher, max_jitter, profile)
             finally:
                 await anyio.to_thread.run_sync(daemon.close)
