@@ -196,15 +196,14 @@ async def test_a_failing_write_fails_alone_within_its_batch(journal: Journal) ->
 async def test_full_disk_is_service_unavailable(journal: Journal) -> None:
     """SQLITE_FULL (the file may not grow) surfaces as ServiceUnavailable, and the journal
     keeps working once space is back."""
-    conn = journal._conn  # the writer's connection: limit its file size like a full disk
-    async with conn.execute("PRAGMA page_count") as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    await conn.execute(f"PRAGMA max_page_count = {row[0]}")
+    # Limit the writer connection's file size like a full disk (in the writer's own thread).
+    pages = await journal._writer.call(lambda conn: conn.execute("PRAGMA page_count").fetchone())
+    assert pages is not None
+    await journal._writer.call(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages[0]}"))
     big = dataclasses.replace(make_deployment(), description="x" * 200_000)
     with pytest.raises(ServiceUnavailable, match="disk is full"):
         await journal.insert_deployment(big)
-    await conn.execute("PRAGMA max_page_count = 1073741823")
+    await journal._writer.call(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
     await journal.insert_deployment(big)
     assert await journal.get_deployment(big.id) == big
 

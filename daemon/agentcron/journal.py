@@ -11,6 +11,7 @@ session is created and *completed* after; only completed runs are visible to the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from datetime import datetime
@@ -50,23 +51,43 @@ _UPDATE_DEPLOYMENT = (
 )
 
 
-async def _connect(path: Path, *, query_only: bool) -> aiosqlite.Connection:
+async def _connect(path: Path) -> aiosqlite.Connection:
+    """The query-only reading connection."""
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA synchronous = FULL")
-        if query_only:
-            await conn.execute("PRAGMA query_only = ON")
+        await conn.execute("PRAGMA query_only = ON")
     except BaseException:
         await conn.close()
         raise
     return conn
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """The writing connection (blocking: run in a thread), in WAL mode and migrated.
+
+    Raises ``JournalError`` for a journal of a newer schema or one that cannot use WAL.
+    """
+    prepared = False
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if row is None or str(row[0]).lower() != "wal":
+            raise JournalError(f"journal: cannot switch {path.name} to WAL mode")
+        _migrate(conn)
+        prepared = True
+    finally:
+        if not prepared:
+            conn.close()
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    row = conn.execute("PRAGMA user_version").fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
         raise JournalError(
@@ -75,7 +96,7 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         )
     for step in range(version, SCHEMA_VERSION):
         # executescript commits first; the script and the version move in one transaction.
-        await conn.executescript(
+        conn.executescript(
             f"BEGIN IMMEDIATE;\n{MIGRATIONS[step]}\nPRAGMA user_version = {step + 1};\nCOMMIT;"
         )
 
@@ -97,11 +118,10 @@ class Journal(JournalQueries):
     """
 
     def __init__(
-        self, path: Path, writer_conn: aiosqlite.Connection, reader_conn: aiosqlite.Connection
+        self, path: Path, writer_conn: sqlite3.Connection, reader_conn: aiosqlite.Connection
     ) -> None:
         super().__init__(reader_conn)
         self.path = path
-        self._conn = writer_conn
         self._writer = GroupCommitWriter(writer_conn)
         self._claims: dict[str, ClaimInfo] = {}
 
@@ -113,23 +133,18 @@ class Journal(JournalQueries):
         not a database, unreadable.
         """
         path = Path(path)
-        writer: aiosqlite.Connection | None = None
+        writer: sqlite3.Connection | None = None
         try:
             _prepare_file(path)
-            writer = await _connect(path, query_only=False)
-            async with writer.execute("PRAGMA journal_mode = WAL") as cursor:
-                row = await cursor.fetchone()
-            if row is None or str(row[0]).lower() != "wal":
-                raise JournalError(f"journal: cannot switch {path.name} to WAL mode")
-            await _migrate(writer)
-            reader = await _connect(path, query_only=True)
+            writer = await asyncio.to_thread(_open_writer, path)
+            reader = await _connect(path)
         except (sqlite3.Error, OSError) as exc:
             if writer is not None:
-                await writer.close()
+                writer.close()
             raise JournalError(f"cannot open the journal {path}: {exc}") from exc
         except BaseException:
             if writer is not None:
-                await writer.close()
+                writer.close()
             raise
         journal = cls(path, writer, reader)
         journal._writer.start()
@@ -137,9 +152,10 @@ class Journal(JournalQueries):
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and close both connections."""
-        await self._writer.close()
-        await self._reader.close()
-        await self._conn.close()
+        try:
+            await self._writer.close()
+        finally:
+            await self._reader.close()
 
     @property
     def transactions(self) -> int:

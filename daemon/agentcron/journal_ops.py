@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-import aiosqlite
-
 from agentcron.errors import JournalError, NotFound
 from agentcron.journal_rows import RUN_COLUMNS, run_from_row
 from agentcron.journal_writer import WriteOp, translate_sqlite_error
@@ -52,7 +50,7 @@ class ClaimOp(WriteOp):
     result: str | None = None
 
     @classmethod
-    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[ClaimOp]) -> None:
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[ClaimOp]) -> None:
         rows = [
             (
                 op.run_id,
@@ -65,7 +63,7 @@ class ClaimOp(WriteOp):
             )
             for op in ops
         ]
-        cursor = await conn.executemany(_INSERT_CLAIM, rows)
+        cursor = conn.executemany(_INSERT_CLAIM, rows)
         if cursor.rowcount == len(ops):
             for op in ops:
                 op.result = op.run_id
@@ -75,8 +73,7 @@ class ClaimOp(WriteOp):
             chunk = [op.run_id for op in ops[start : start + _IN_CHUNK]]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT id FROM runs WHERE id IN ({marks})"
-            async with conn.execute(query, chunk) as found:
-                inserted.update(row[0] for row in await found.fetchall())
+            inserted.update(row[0] for row in conn.execute(query, chunk))
         for op in ops:
             op.result = op.run_id if op.run_id in inserted else None
 
@@ -100,7 +97,7 @@ class CompleteOp(WriteOp):
     result: DeploymentRun | None = None
 
     @classmethod
-    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[CompleteOp]) -> None:
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[CompleteOp]) -> None:
         rows = [
             (
                 op.session_id,
@@ -111,23 +108,22 @@ class CompleteOp(WriteOp):
             )
             for op in ops
         ]
-        cursor = await conn.executemany(_COMPLETE, rows)
+        cursor = conn.executemany(_COMPLETE, rows)
         if cursor.rowcount != len(ops):
             if len(ops) == 1:
                 raise JournalError(f"run {ops[0].run_id} is not an open claim")
             raise JournalError("a run in the batch is not an open claim")
         last_runs = [(op.last_run_at, op.run_id) for op in ops if op.last_run_at is not None]
         if last_runs:
-            await conn.executemany(_LAST_RUN_AT, last_runs)
+            conn.executemany(_LAST_RUN_AT, last_runs)
         unknown = [op for op in ops if op.info is None]
         stored: dict[str, DeploymentRun] = {}
         for start in range(0, len(unknown), _IN_CHUNK):
             chunk = [op.run_id for op in unknown[start : start + _IN_CHUNK]]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})"
-            async with conn.execute(query, chunk) as found:
-                for row in await found.fetchall():
-                    stored[row[0]] = run_from_row(row)
+            for row in conn.execute(query, chunk):
+                stored[row[0]] = run_from_row(row)
         for op in ops:
             if op.info is None:
                 op.result = stored[op.run_id]
@@ -154,11 +150,12 @@ class RecoverOp(WriteOp):
     result: list[DeploymentRun] = field(default_factory=list)
 
     @classmethod
-    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[RecoverOp]) -> None:
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[RecoverOp]) -> None:
         for op in ops:
-            async with conn.execute("SELECT id FROM runs WHERE created_at IS NULL") as cursor:
-                open_ids = [row[0] for row in await cursor.fetchall()]
-            await conn.executemany(
+            open_ids = [
+                row[0] for row in conn.execute("SELECT id FROM runs WHERE created_at IS NULL")
+            ]
+            conn.executemany(
                 _COMPLETE,
                 [
                     (None, op.error.type, op.error.message, op.completed_at, run_id)
@@ -167,11 +164,9 @@ class RecoverOp(WriteOp):
             )
             runs: list[DeploymentRun] = []
             for run_id in open_ids:
-                async with conn.execute(
-                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?",
-                    (run_id,),
-                ) as cursor:
-                    row = await cursor.fetchone()
+                row = conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
                 if row is not None:
                     runs.append(run_from_row(row))
             op.result = runs
@@ -191,13 +186,11 @@ class StatementOp(WriteOp):
     result: int = 0
 
     @classmethod
-    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[StatementOp]) -> None:
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[StatementOp]) -> None:
         for op in ops:
             count = 0
             for sql, params in op.statements:
-                cursor = await conn.execute(sql, params)
-                count = cursor.rowcount
-                await cursor.close()
+                count = conn.execute(sql, params).rowcount
             if op.expect_rows is not None and count != op.expect_rows:
                 raise NotFound(op.missing)
             op.result = count

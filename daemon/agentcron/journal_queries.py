@@ -129,8 +129,7 @@ class JournalQueries:
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            async with self._reader.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._reader.execute_fetchall(sql, params))
         except AgentcronError:
             raise
         except (sqlite3.Error, ValueError) as exc:

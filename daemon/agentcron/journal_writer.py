@@ -2,10 +2,11 @@
 
 Every write to the journal is a ``WriteOp`` handed to ``GroupCommitWriter.submit``. The single
 writer task takes everything queued since its last commit, applies it inside one
-``BEGIN IMMEDIATE ... COMMIT`` (consecutive ops of one kind together, e.g. one ``executemany``
-for a thousand claims) and only then resolves each caller's future, so an ``await`` returns
-after *its* transaction is durable (``synchronous=FULL``). If a batch fails, it is rolled back
-and its ops are retried one transaction each, so one bad op fails alone.
+``BEGIN IMMEDIATE ... COMMIT`` in the writer's own thread (consecutive ops of one kind
+together, e.g. one ``executemany`` for a thousand claims) and only then resolves each caller's
+future, so an ``await`` returns after *its* transaction is durable (``synchronous=FULL``). If a
+batch fails, it is rolled back and its ops are retried one transaction each, so one bad op fails
+alone.
 
 SQLite errors are translated here, at the boundary, by ``translate_sqlite_error``.
 """
@@ -15,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-import aiosqlite
 import structlog
 
 from agentcron.errors import AgentcronError, JournalError, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 _UNAVAILABLE = {
     "SQLITE_FULL": "the disk is full",
@@ -60,16 +62,16 @@ def translate_sqlite_error(exc: BaseException) -> AgentcronError:
 class WriteOp:
     """One write; subclasses implement ``apply`` for a run of consecutive ops of their kind.
 
-    ``apply`` runs inside the open transaction and stores each op's result in ``op.result``;
-    raising fails the whole batch (which is then retried op by op). ``fail`` turns an
-    exception of a lone op into the error its caller sees.
+    ``apply`` runs in the writer's thread, inside the open transaction, and stores each op's
+    result in ``op.result``; raising fails the whole batch (which is then retried op by op).
+    ``fail`` turns an exception of a lone op into the error its caller sees.
     """
 
     batchable: ClassVar[bool] = True
     result: Any = None
 
     @classmethod
-    async def apply(cls, conn: aiosqlite.Connection, ops: Sequence[Any]) -> None:
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[Any]) -> None:
         raise NotImplementedError
 
     def fail(self, exc: BaseException) -> BaseException:
@@ -77,9 +79,15 @@ class WriteOp:
 
 
 class GroupCommitWriter:
-    """The single writer task over ``conn`` (a connection in autocommit mode)."""
+    """The single writer task over ``conn`` (a connection in autocommit mode).
 
-    def __init__(self, conn: aiosqlite.Connection, *, max_batch: int = 4096) -> None:
+    A batch is applied by one call into the writer's own thread (``BEGIN`` ... ``COMMIT``,
+    and the op-by-op retry of a failed batch), so a transaction costs the event loop one
+    hand-off, however many statements it runs. Only that thread touches ``conn`` while the
+    writer runs.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 4096) -> None:
         self._conn = conn
         self._max_batch = max_batch
         self._queue: list[tuple[WriteOp, asyncio.Future[Any]]] = []
@@ -87,10 +95,16 @@ class GroupCommitWriter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self.transactions = 0
         """Write transactions committed so far (the group-commit counter)."""
         self.ops = 0
         """Write ops committed so far."""
+
+    async def call(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``function(conn)`` in the writer's thread (for opening and closing)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, function, self._conn)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -106,63 +120,77 @@ class GroupCommitWriter:
         return await future
 
     async def close(self) -> None:
-        """Commit everything already queued, then stop the task."""
+        """Commit everything already queued, stop the task, close the connection."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        try:
+            await self.call(_close)
+        finally:
+            self._thread.shutdown(wait=False)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                await self._commit_batch(batch)
+                ops = [op for op, _ in batch]
+                errors = await loop.run_in_executor(self._thread, self._commit_batch, ops)
+                for (op, future), error in zip(batch, errors, strict=True):
+                    _settle(future, result=op.result, error=error)
             if self._closing:
                 return
 
-    async def _commit_batch(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
-        ops = [op for op, _ in batch]
-        try:
-            await self._transaction(ops)
-        except Exception as exc:  # the whole batch failed: retry each op alone
-            if len(batch) == 1:
-                _settle(batch[0][1], error=batch[0][0].fail(exc))
-                return
-            log.warning("journal_batch_failed", ops=len(batch), error=repr(exc))
-            for op, future in batch:
-                try:
-                    await self._transaction([op])
-                except Exception as single:  # the failure belongs to this caller alone
-                    _settle(future, error=op.fail(single))
-                else:
-                    _settle(future, result=op.result)
-            return
-        for op, future in batch:
-            _settle(future, result=op.result)
+    def _commit_batch(self, ops: list[WriteOp]) -> list[BaseException | None]:
+        """In the writer's thread: one transaction for ``ops``, or one each if that fails.
 
-    async def _transaction(self, ops: list[WriteOp]) -> None:
+        Returns, per op, the error its caller gets (``None``: committed, see ``op.result``).
+        """
+        try:
+            self._transaction(ops)
+        except Exception as exc:  # the whole batch failed: retry each op alone
+            if len(ops) == 1:
+                return [ops[0].fail(exc)]
+            log.warning("journal_batch_failed", ops=len(ops), error=repr(exc))
+            errors: list[BaseException | None] = []
+            for op in ops:
+                try:
+                    self._transaction([op])
+                except Exception as single:  # the failure belongs to this caller alone
+                    errors.append(op.fail(single))
+                else:
+                    errors.append(None)
+            return errors
+        return [None] * len(ops)
+
+    def _transaction(self, ops: list[WriteOp]) -> None:
         conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for _, group in groupby(ops, key=type):
                 members = list(group)
                 kind = type(members[0])
                 if kind.batchable:
-                    await kind.apply(conn, members)
+                    kind.apply(conn, members)
                 else:
                     for member in members:
-                        await kind.apply(conn, [member])
-            await conn.execute("COMMIT")
+                        kind.apply(conn, [member])
+            conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have ended the transaction; then there is nothing to undo.
             with contextlib.suppress(sqlite3.Error):
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
         self.transactions += 1
         self.ops += len(ops)
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()
 
 
 def _settle(
