@@ -6,6 +6,13 @@ committed *before* the launcher is called, and completed after, so a daemon kill
 leaves an open claim that the next start completes as ``service_unavailable`` instead of
 creating the session a second time.
 
+The loop announces fires a moment before they are due (``read_ahead``): their deployments are
+read in one query and kept until the fire takes them, so a due fire goes straight to its
+claim. Every committed change of a deployment drops its copy (``forget``, called by the
+scheduler's change listener, also for changes that land while a read is in flight), and a fire
+whose copy is missing reads the journal itself; either way the copy a fire uses is the
+journal's current one, re-checked before the claim.
+
 Shutdown (``drain``): no new claims; session creations already started get ``grace`` seconds to
 finish; the rest are cancelled and their runs completed as ``service_unavailable``. The part of a
 fire after its claim is shielded from cancellation, so the journal never keeps an open claim of
@@ -34,6 +41,8 @@ from agentcron.timeutil import format_ts
 log = structlog.get_logger("agentcron.scheduler")
 
 STOPPED_MESSAGE = "daemon stopped before session creation was confirmed"
+_READ_BATCH = 500  # deployments read ahead per query
+_READ_AHEAD_MAX = 8192  # copies kept at most (a safety bound; the loop stages fewer)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +127,11 @@ class Firing:
         self._max_workers = max_concurrent_fires
         self._queue: deque[DueFire] = deque()
         self._workers = 0
+        self._parked: deque[anyio.Event] = deque()  # one per idle worker, oldest first
+        self._to_read: list[str] = []
+        self._reading = False
+        self._read_ahead: dict[str, Deployment] = {}
+        self._changed_while_reading: set[str] | None = None
         self._changes = changes
         self._launches: set[anyio.CancelScope] = set()
         self._stopping = False
@@ -144,21 +158,72 @@ class Firing:
         """Queue a due occurrence (sync, for the loop); a pool of at most
         ``max_concurrent_fires`` workers claims, launches and completes queued fires.
 
-        A burst costs the loop one append per fire, and concurrent claims of the workers are
-        group-committed by the journal.
+        A burst costs the loop one append per fire; workers stay parked between bursts (no
+        task per fire), and concurrent claims of the workers are group-committed by the journal.
         """
         self.begin()
         self._queue.append(due)
-        if self._workers < self._max_workers:
+        if self._parked:
+            self._parked.popleft().set()
+        elif self._workers < self._max_workers:
             self._workers += 1
             tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
         try:
-            while self._queue:
+            while not self._stopping:
+                if not self._queue:
+                    wake = anyio.Event()
+                    self._parked.append(wake)
+                    await wake.wait()
+                    continue
                 await self._fire_scheduled(self._queue.popleft())
         finally:
             self._workers -= 1
+
+    # --- reading ahead -------------------------------------------------------------------------
+
+    def read_ahead(self, deployment_ids: list[str], tg: anyio.abc.TaskGroup) -> None:
+        """Read these deployments (soon due) in the background, batched (sync, for the loop)."""
+        self._to_read.extend(deployment_ids)
+        if not self._reading:
+            self._reading = True
+            tg.start_soon(self._read_batches)
+
+    def forget(self, deployment_id: str) -> None:
+        """Drop the copy of a deployment that changed (sync; the change is committed)."""
+        self._read_ahead.pop(deployment_id, None)
+        if self._changed_while_reading is not None:
+            self._changed_while_reading.add(deployment_id)
+
+    async def _read_batches(self) -> None:
+        try:
+            while self._to_read and not self._stopping:
+                batch = self._to_read[:_READ_BATCH]
+                del self._to_read[:_READ_BATCH]
+                changed: set[str] = set()
+                self._changed_while_reading = changed
+                try:
+                    found = await self._journal.get_deployments(batch)
+                except AgentcronError as exc:  # the fires read for themselves
+                    log.warning("read_ahead_failed", deployments=len(batch), error=str(exc))
+                    continue
+                finally:
+                    self._changed_while_reading = None
+                if len(self._read_ahead) + len(found) > _READ_AHEAD_MAX:
+                    self._read_ahead.clear()
+                for deployment_id, deployment in found.items():
+                    if deployment_id not in changed:
+                        self._read_ahead[deployment_id] = deployment
+        finally:
+            self._reading = False
+
+    async def _deployment(self, deployment_id: str) -> Deployment | None:
+        """The journal's current copy: the one read ahead if still valid, else read now."""
+        deployment = self._read_ahead.pop(deployment_id, None)
+        if deployment is not None:
+            return deployment
+        return await self._journal.get_deployment(deployment_id)
 
     async def _fire_scheduled(self, due: DueFire) -> None:
         try:
@@ -166,7 +231,7 @@ class Firing:
                 return
             with structlog.contextvars.bound_contextvars(deployment_id=due.deployment_id):
                 try:
-                    deployment = await self._journal.get_deployment(due.deployment_id)
+                    deployment = await self._deployment(due.deployment_id)
                 except AgentcronError as exc:
                     log.error("fire_skipped", reason="journal", error=str(exc))
                     return

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -50,6 +50,34 @@ class RunFilter:
     created_at_gte: int | None = None
     created_at_lt: int | None = None
     created_at_lte: int | None = None
+
+
+_IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's parameter limit
+
+
+class ScheduleRow(NamedTuple):
+    """What the scheduler needs of one deployment that fires (``Journal.schedule_rows``).
+
+    A tuple, not a dataclass: a start-up reads one per scheduled deployment (100,000 of them
+    at the limit's far end), and nothing here is parsed.
+    """
+
+    deployment_id: str
+    expression: str
+    timezone: str
+    updated_at: int
+    """Microseconds since the epoch: when the schedule was last set, unpaused or changed."""
+    latest_scheduled_at: int | None
+    """Microseconds since the epoch: the latest occurrence that has a run row (open or not)."""
+
+
+_SCHEDULE_ROWS = (
+    "SELECT id, schedule_expression, schedule_timezone, updated_at, "
+    "(SELECT max(scheduled_at) FROM runs WHERE runs.deployment_id = deployments.id "
+    "AND runs.scheduled_at IS NOT NULL) "
+    "FROM deployments WHERE archived = 0 AND paused = 0 AND schedule_expression IS NOT NULL "
+    "ORDER BY created_at, id"
+)
 
 
 def _page_clauses(
@@ -148,6 +176,20 @@ class JournalQueries:
         )
         return deployment_from_row(rows[0]) if rows else None
 
+    async def get_deployments(self, deployment_ids: Sequence[str]) -> dict[str, Deployment]:
+        """The deployments among ``deployment_ids`` that exist, by id (one query per 500)."""
+        found: dict[str, Deployment] = {}
+        for start in range(0, len(deployment_ids), _IN_CHUNK):
+            chunk = list(deployment_ids[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id IN ({marks})", chunk
+            )
+            for row in rows:
+                deployment = deployment_from_row(row)
+                found[deployment.id] = deployment
+        return found
+
     async def scheduled_deployments(self) -> list[Deployment]:
         """Every non-archived deployment with a schedule (paused ones included)."""
         rows = await self._fetch(
@@ -155,6 +197,14 @@ class JournalQueries:
             "WHERE archived = 0 AND schedule_expression IS NOT NULL ORDER BY created_at, id"
         )
         return [deployment_from_row(row) for row in rows]
+
+    async def schedule_rows(self) -> list[ScheduleRow]:
+        """Every deployment that fires (scheduled, not paused, not archived), oldest first, as
+        bare rows with its latest scheduled run: what the scheduler's start-up needs, no more.
+
+        The latest run is found through the ``runs_occurrence`` index, one seek per deployment.
+        """
+        return [ScheduleRow._make(row) for row in await self._fetch(_SCHEDULE_ROWS)]
 
     async def list_deployments(
         self, flt: DeploymentFilter, *, after: Position | None, limit: int

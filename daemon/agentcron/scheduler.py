@@ -10,9 +10,14 @@ token equals the entry's token, so each entry has one live item.
 
 The loop sleeps on the injected clock until the earliest item, at most ``max_sleep`` seconds so
 that a wall-clock step is noticed, and is woken early by ``deployment_changed``. For each due
-item it either counts the occurrence as missed (more than ``misfire_grace`` late) or spawns a
-fire task (``agentcron.firing``), then pushes the deployment's next occurrence. The loop never
+item it either counts the occurrence as missed (more than ``misfire_grace`` late) or queues a
+fire (``agentcron.firing``), then pushes the deployment's next occurrence. The loop never
 awaits a session creation.
+
+Reading ahead: whenever the loop is awake, items due within ``_READ_AHEAD_US`` move from the
+main heap to a small second heap (``_soon``, same item shape) and their deployments are read in
+one background query, so a fire in a burst goes straight to its claim. Due items are taken
+from both heaps in fire order.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from agentcron.firing import Changes, DueFire, Firing
 from agentcron.jitter import jitter_offset
 from agentcron.journal import Journal
 from agentcron.launcher import Launcher
-from agentcron.models import Deployment, DeploymentRun, Schedule
+from agentcron.models import Deployment, DeploymentRun
 from agentcron.schedule import CompiledSchedule, compile_schedule
 from agentcron.service import DeploymentService
 from agentcron.timeutil import format_ts, from_micros, to_micros
@@ -42,8 +47,11 @@ from agentcron.timeutil import format_ts, from_micros, to_micros
 log = structlog.get_logger("agentcron.scheduler")
 
 _YIELD_EVERY = 256  # due items handled between checkpoints, so a burst never starves the API
-_NEXT_CACHE_MAX = 50_000  # ~10 MB at most; cleared after each burst and after startup
+_NEXT_CACHE_MAX = 50_000  # ~10 MB at most during the startup; cleared after it
+_NEXT_CACHE_RUNNING_MAX = 4096  # afterwards: a burst of one schedule shares one answer
 _MISSED_COUNT_MAX = 100  # downtime misses counted per deployment at startup (bounds the work)
+_READ_AHEAD_US = 2_000_000  # deployments are read (batched) this long before they fire
+_SOON_MAX = 4096  # occurrences read ahead at once; later ones wait, or read when due
 
 
 class _Entry:
@@ -104,8 +112,9 @@ class Scheduler:
         )
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[int, int, _Entry]] = []
+        self._soon: list[tuple[int, int, _Entry]] = []  # due within _READ_AHEAD_US: read ahead
         self._tokens = itertools.count(1)
-        self._next_cache: dict[tuple[str, str, datetime], tuple[datetime, int]] = {}
+        self._next_cache: dict[tuple[str, str, int], tuple[datetime, int]] = {}
         self._started = False
         self._early: dict[str, Deployment] = {}  # changes seen while the heap was being built
         self._sleep_scope: anyio.CancelScope | None = None
@@ -137,6 +146,7 @@ class Scheduler:
 
     def deployment_changed(self, deployment: Deployment) -> None:
         """Apply a committed change to the heap at once and wake the loop (sync, cheap)."""
+        self._firing.forget(deployment.id)
         if not self._started:
             self._early[deployment.id] = deployment
             return
@@ -154,12 +164,12 @@ class Scheduler:
             and current.schedule.timezone == schedule.timezone
         ):
             return  # same schedule: keep the pending occurrence
-        entry = self._new_entry(deployment.id, schedule)
+        entry = self._new_entry(deployment.id, schedule.expression, schedule.timezone)
         if entry is None:  # cannot happen for a schedule the service validated
             self._entries.pop(deployment.id, None)
             return
         self._entries[deployment.id] = entry
-        self._push(entry, self._next_after(entry.schedule, self._clock.now()))
+        self._push(entry, self._next_after(entry.schedule, to_micros(self._clock.now())))
         self._wake()
 
     async def run_manual(self, deployment_id: str) -> DeploymentRun:
@@ -209,28 +219,25 @@ class Scheduler:
                 scheduled_at=format_ts(run.scheduled_at) if run.scheduled_at else None,
                 outcome=run.error.type if run.error else None,
             )
-        deployments = await self._journal.scheduled_deployments()
-        latest = await self._journal.latest_scheduled_at()
+        rows = await self._journal.schedule_rows()
         floor = now - timedelta(seconds=self._misfire_grace + self._max_jitter)
+        floor_us = to_micros(floor)
         compiled: dict[tuple[str, str], CompiledSchedule | None] = {}
-        for deployment in deployments:
-            if not deployment.fires:
-                continue
-            assert deployment.schedule is not None
-            entry = self._new_entry(deployment.id, deployment.schedule, compiled)
+        for deployment_id, expression, timezone, updated_at, latest in rows:
+            entry = self._new_entry(deployment_id, expression, timezone, compiled)
             if entry is None:
                 continue
             # Occurrences after the last one handled (its run, or the change that set the
             # current schedule / unpaused) and before the grace window were missed while down.
-            last = latest.get(deployment.id)
-            seen = max(last, deployment.updated_at) if last else deployment.updated_at
-            upcoming = self._next_after(entry.schedule, max(seen, floor))
-            if seen < floor:
-                first, _ = self._next_after(entry.schedule, seen)
+            seen_us = updated_at if latest is None else max(latest, updated_at)
+            upcoming = self._next_after(entry.schedule, max(seen_us, floor_us))
+            if seen_us < floor_us:
+                first, _ = self._next_after(entry.schedule, seen_us)
                 if first <= floor:
                     self._count_missed_while_down(entry, first, floor)
-            self._entries[deployment.id] = entry
+            self._entries[deployment_id] = entry
             self._push(entry, upcoming)
+        del rows
         heapq.heapify(self._heap)
         self._started = True
         early, self._early = self._early, {}
@@ -266,15 +273,16 @@ class Scheduler:
     def _new_entry(
         self,
         deployment_id: str,
-        spec: Schedule,
+        expression: str,
+        timezone: str,
         compiled: dict[tuple[str, str], CompiledSchedule | None] | None = None,
     ) -> _Entry | None:
-        key = (spec.expression, spec.timezone)
+        key = (expression, timezone)
         if compiled is not None and key in compiled:
             schedule = compiled[key]
         else:
             try:
-                schedule = compile_schedule(spec.expression, spec.timezone)
+                schedule = compile_schedule(expression, timezone)
             except AgentcronError as exc:  # stored before a stricter validator; never fire it
                 log.error("schedule_invalid", deployment_id=deployment_id, error=str(exc))
                 schedule = None
@@ -287,15 +295,18 @@ class Scheduler:
 
     # --- the heap ------------------------------------------------------------------------------
 
-    def _next_after(self, schedule: CompiledSchedule, after: datetime) -> tuple[datetime, int]:
-        """``schedule.next_after`` (and its epoch microseconds), memoized: deployments sharing
-        a schedule and a starting point share the answer (a burst, the startup)."""
-        key = (schedule.expression, schedule.timezone, after)
+    def _next_after(self, schedule: CompiledSchedule, after_us: int) -> tuple[datetime, int]:
+        """``schedule.next_after`` of the instant ``after_us`` (epoch microseconds), with its
+        epoch microseconds, memoized: deployments sharing a schedule and a starting point share
+        the answer (a burst, the startup)."""
+        key = (schedule.expression, schedule.timezone, after_us)
         found = self._next_cache.get(key)
         if found is None:
-            if len(self._next_cache) >= _NEXT_CACHE_MAX:
+            if len(self._next_cache) >= (
+                _NEXT_CACHE_RUNNING_MAX if self._started else _NEXT_CACHE_MAX
+            ):
                 self._next_cache.clear()
-            instant = schedule.next_after(after)
+            instant = schedule.next_after(from_micros(after_us))
             found = (instant, to_micros(instant))
             self._next_cache[key] = found
         return found
@@ -315,14 +326,52 @@ class Scheduler:
         return entry.token == token and self._entries.get(entry.deployment_id) is entry
 
     def _peek(self) -> _Entry | None:
-        heap = self._heap
+        """The live entry that fires first (from either heap), or None."""
+        item = self._top(self._soon)
+        later = self._top(self._heap)
+        if item is None or (later is not None and later[:2] < item[:2]):
+            item = later
+        return item[2] if item else None
+
+    def _top(self, heap: list[tuple[int, int, _Entry]]) -> tuple[int, int, _Entry] | None:
+        """The first current item of ``heap`` (stale ones above it are dropped), or None."""
         while heap and not self._is_current(heap[0][1], heap[0][2]):
             heapq.heappop(heap)
-        return heap[0][2] if heap else None
+        return heap[0] if heap else None
 
     def _compact(self) -> None:
         self._heap = [item for item in self._heap if self._is_current(item[1], item[2])]
         heapq.heapify(self._heap)
+
+    def _pop_due(self, now_us: int) -> _Entry | None:
+        """Pop the earliest current item due at ``now_us`` from either heap, or None."""
+        soon = self._top(self._soon)
+        later = self._top(self._heap)
+        if soon is not None and (later is None or soon[:2] < later[:2]):
+            if soon[0] > now_us:
+                return None
+            return heapq.heappop(self._soon)[2]
+        if later is None or later[0] > now_us:
+            return None
+        return heapq.heappop(self._heap)[2]
+
+    def _read_ahead(self, now_us: int, tg: anyio.abc.TaskGroup) -> None:
+        """Move what fires within ``_READ_AHEAD_US`` to the soon heap and read it ahead.
+
+        Done whenever the loop is awake anyway (it never wakes early for it): in a burst, each
+        wake-up reads the next seconds' deployments in one query, so only the burst's first
+        fire reads its own.
+        """
+        heap, soon = self._heap, self._soon
+        horizon = now_us + _READ_AHEAD_US
+        ids: list[str] = []
+        while heap and heap[0][0] <= horizon and len(soon) < _SOON_MAX:
+            item = heapq.heappop(heap)
+            if self._is_current(item[1], item[2]):
+                heapq.heappush(soon, item)
+                ids.append(item[2].deployment_id)
+        if ids:
+            self._firing.read_ahead(ids, tg)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -333,27 +382,27 @@ class Scheduler:
             self._wake_requested = False
             now_us = to_micros(self._clock.now())
             handled = 0
-            while self._heap and self._heap[0][0] <= now_us:
-                _, token, entry = heapq.heappop(self._heap)
-                if not self._is_current(token, entry):
-                    continue
+            while (entry := self._pop_due(now_us)) is not None:
                 self._handle_due(entry, now_us, tg)
                 handled += 1
                 if handled % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
-            if handled:
-                self._next_cache.clear()
-            top = self._peek()
-            delay = self._max_sleep
-            if top is not None:
-                delay = min(delay, (top.fire_at_us - now_us) / 1_000_000)
-            await self._park(delay)
+            self._read_ahead(now_us, tg)
+            delay = self._max_sleep * 1_000_000
+            soon = self._top(self._soon)
+            if soon is not None:
+                delay = min(delay, soon[0] - now_us)
+            later = self._top(self._heap)
+            if later is not None:
+                delay = min(delay, later[0] - now_us)
+            await self._park(max(delay, 0) / 1_000_000)
 
     def _handle_due(self, entry: _Entry, now_us: int, tg: anyio.abc.TaskGroup) -> None:
         scheduled_at = entry.scheduled_at
         assert scheduled_at is not None
         fire_at_us = entry.fire_at_us
         if now_us - fire_at_us > self._grace_us:
+            self._firing.forget(entry.deployment_id)
             self._firing.stats.missed += 1
             log.warning(
                 "occurrence_missed",
@@ -374,7 +423,7 @@ class Scheduler:
                 is_live=lambda: self._entries.get(entry.deployment_id) is entry,
             )
             self._firing.submit(due, tg)
-        self._push(entry, self._next_after(entry.schedule, scheduled_at))
+        self._push(entry, self._next_after(entry.schedule, fire_at_us - entry.jitter_us))
 
     async def _park(self, delay: float) -> None:
         """Sleep ``delay`` seconds on the clock unless ``deployment_changed`` wakes us first."""
