@@ -53,6 +53,16 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _load(text: str) -> Any:
+    """``json.loads``, with the empty list and object (most resources, vault ids, metadata)
+    answered without the parser."""
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
 def _micros(value: Any) -> int | None:
     return None if value is None else to_micros(value)
 
@@ -113,11 +123,11 @@ def deployment_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Deployment:
         description=description,
         agent=AgentRef(id=agent_id, version=agent_version),
         environment_id=environment_id,
-        initial_events=json.loads(initial_events),
-        metadata=json.loads(metadata),
-        resources=json.loads(resources),
-        vault_ids=json.loads(vault_ids),
-        budget=None if budget is None else json.loads(budget),
+        initial_events=_load(initial_events),
+        metadata=_load(metadata),
+        resources=_load(resources),
+        vault_ids=_load(vault_ids),
+        budget=None if budget is None else _load(budget),
         schedule=None if expression is None else Schedule(expression=expression, timezone=timezone),
         paused_reason=(
             None

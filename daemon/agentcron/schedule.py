@@ -133,10 +133,30 @@ def compile_schedule(expression: str, timezone: str) -> CompiledSchedule:
 
 
 def upcoming(expression: str, timezone: str, after: datetime, count: int) -> list[datetime]:
-    """The next ``count`` fire instants (UTC) strictly after ``after``."""
+    """The next ``count`` fire instants (UTC) strictly after ``after``.
+
+    Memoized per minute: the answer for the minute ``after`` falls in (strictly after that
+    minute's start) is reused for every ``after`` in the minute whenever its first instant lies
+    beyond ``after``, which makes it the exact answer: no occurrence lies between the minute's
+    start and ``after``, so the first ``count`` after either are the same. Occurrences are whole
+    wall-clock minutes, so this holds in every zone whose UTC offset is whole minutes (all of
+    today's); otherwise the answer is computed afresh.
+    """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    return list(islice(compile_schedule(expression, timezone).iter_after(after), count))
+    start = _as_utc(after)
+    minute = start.replace(second=0, microsecond=0)
+    found = _upcoming_after_minute(expression, timezone, minute, count)
+    if not found or found[0] > start:
+        return list(found)
+    return list(islice(compile_schedule(expression, timezone).iter_after(start), count))
+
+
+@functools.lru_cache(maxsize=4096)
+def _upcoming_after_minute(
+    expression: str, timezone: str, minute: datetime, count: int
+) -> tuple[datetime, ...]:
+    return tuple(islice(compile_schedule(expression, timezone).iter_after(minute), count))
 
 
 def preview(

@@ -6,6 +6,7 @@ This is the one place that removes write-only secrets: a ``github_repository`` r
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,10 @@ UPCOMING_RUNS = 5
 WRITE_ONLY_FIELDS: dict[str, frozenset[str]] = {
     "github_repository": frozenset({"authorization_token"}),
 }
+
+
+# Upcoming instants repeat across deployments and requests (whole minutes of shared schedules).
+_format_instant = functools.lru_cache(maxsize=8192)(format_ts)
 
 
 def agent_to_wire(agent: AgentRef) -> dict[str, Any]:
@@ -46,7 +51,7 @@ def deployment_to_wire(deployment: Deployment, now: datetime) -> dict[str, Any]:
             "expression": expression,
             "timezone": timezone,
             "last_run_at": _ts(deployment.last_run_at),
-            "upcoming_runs_at": [format_ts(instant) for instant in instants],
+            "upcoming_runs_at": [_format_instant(instant) for instant in instants],
         }
     reason = None if deployment.is_archived else deployment.paused_reason
     paused_reason: dict[str, Any] | None = None
