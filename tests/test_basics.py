@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,44 @@ from agentcron.timeutil import format_ts, from_micros, parse_duration, parse_ts,
 def test_ids_have_prefix_and_sort_by_creation() -> None:
     made = [ids.new_id(ids.RUN) for _ in range(2000)]
     assert all(x.startswith("drun_") and len(x) == 5 + 26 for x in made)
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+
+
+def _decode(ulid: str) -> int:
+    return sum(
+        "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char) << (5 * (25 - position))
+        for position, char in enumerate(ulid)
+    )
+
+
+def test_ulids_are_crockford_base32_with_the_creation_millisecond_first() -> None:
+    """26 characters of Crockford's alphabet; the top 48 bits are the creation time in ms."""
+    before = time.time_ns() // 1_000_000
+    made = [ids.ulid() for _ in range(500)]
+    after = time.time_ns() // 1_000_000
+    for ulid in made:
+        assert len(ulid) == 26
+        assert set(ulid) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+        assert before <= _decode(ulid) >> 80 <= after
+    values = [_decode(ulid) for ulid in made]
+    assert values == sorted(values)
+    assert len(set(values)) == len(values)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1023, 1024, (1 << 79) + 12345, (1 << 80) - 1])
+def test_the_table_encoder_writes_the_same_digits_as_one_digit_at_a_time(value: int) -> None:
+    """The 10-bit table encoding of the random part equals plain base-32 digit encoding."""
+    assert ids._encode_random(value) == ids._encode(value, 16)
+
+
+def test_ids_stay_increasing_across_milliseconds_and_random_pool_refills() -> None:
+    """More fresh milliseconds than one pool of random bytes serves (409), still in order."""
+    made: list[str] = []
+    for _ in range(450):
+        made += [ids.ulid(), ids.ulid()]  # two in one millisecond: the increment
+        time.sleep(0.0011)  # then a fresh millisecond: new random bits from the pool
+    assert len({ulid[:10] for ulid in made}) >= 450
     assert made == sorted(made)
     assert len(set(made)) == len(made)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -16,8 +17,18 @@ import pytest
 from agentcron import ids
 from agentcron.errors import InvalidRequest, JournalError, NotFound
 from agentcron.journal import RECOVERED_MESSAGE, Journal
-from agentcron.models import AgentRef, Deployment, DeploymentRun, RunError, Schedule, TriggerType
+from agentcron.journal_queries import SCHEDULE_ROWS_SQL, ScheduleRow
+from agentcron.models import (
+    AgentRef,
+    Deployment,
+    DeploymentRun,
+    PausedReason,
+    RunError,
+    Schedule,
+    TriggerType,
+)
 from agentcron.service import DeploymentService
+from agentcron.timeutil import to_micros
 from tests.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -197,6 +208,59 @@ async def test_latest_scheduled_at_counts_open_claims_and_ignores_manual_runs(
         deployment.id: T0 + timedelta(hours=3),
         other.id: T0,
     }
+
+
+async def test_schedule_rows_list_only_firing_deployments_with_their_latest_scheduled_run(
+    journal: Journal, deployment: Deployment
+) -> None:
+    """Paused, archived and unscheduled deployments are left out; the latest scheduled_at
+    counts open claims and ignores manual runs; a deployment without runs has None."""
+    fresh = dataclasses.replace(make_deployment(), updated_at=T0 + timedelta(minutes=5))
+    paused = dataclasses.replace(make_deployment(), paused_reason=PausedReason(type="manual"))
+    archived = dataclasses.replace(make_deployment(), archived_at=T0)
+    unscheduled = dataclasses.replace(make_deployment(), schedule=None)
+    for other in (fresh, paused, archived, unscheduled):
+        await journal.insert_deployment(other)
+    await claim(journal, deployment, T0 + timedelta(hours=1))
+    await claim(journal, deployment, T0 + timedelta(hours=3))  # left open
+    await claim(journal, deployment, None)
+    await claim(journal, paused, T0)
+    assert await journal.schedule_rows() == [
+        ScheduleRow(
+            deployment_id=deployment.id,
+            expression="0 * * * *",
+            timezone="UTC",
+            updated_at=to_micros(T0),
+            latest_scheduled_at=to_micros(T0 + timedelta(hours=3)),
+        ),
+        ScheduleRow(
+            deployment_id=fresh.id,
+            expression="0 * * * *",
+            timezone="UTC",
+            updated_at=to_micros(T0 + timedelta(minutes=5)),
+            latest_scheduled_at=None,
+        ),
+    ]
+
+
+async def test_schedule_rows_find_the_latest_run_through_the_occurrence_index(
+    journal: Journal,
+) -> None:
+    """One index seek per deployment, not a scan of the runs table."""
+    plan = " | ".join(await journal.explain(SCHEDULE_ROWS_SQL, ()))
+    assert "USING COVERING INDEX runs_occurrence (deployment_id=?" in plan
+    assert "SCAN runs" not in plan
+
+
+async def test_get_deployments_returns_the_existing_ones_by_id_across_query_chunks(
+    journal: Journal, deployment: Deployment
+) -> None:
+    """Unknown ids are left out; more ids than one IN (...) query takes still work."""
+    last = make_deployment()
+    await journal.insert_deployment(last)
+    wanted = [deployment.id, *(f"depl_unknown{n}" for n in range(600)), last.id]
+    assert await journal.get_deployments(wanted) == {deployment.id: deployment, last.id: last}
+    assert await journal.get_deployments([]) == {}
 
 
 async def test_recover_completes_open_claims_as_service_unavailable(

@@ -9,6 +9,7 @@ twice (first pass, then second pass), everything else fires once at ``wall - off
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import islice
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -333,3 +334,48 @@ def test_compile_schedule_is_cached() -> None:
     assert compile_schedule("7 7 * * *", "Europe/Berlin") is compile_schedule(
         "7 7 * * *", "Europe/Berlin"
     )
+
+
+def _uncached(expression: str, zone: str, after: datetime, count: int) -> list[datetime]:
+    return list(islice(compile_schedule(expression, zone).iter_after(after), count))
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "minute"),
+    [
+        ("* * * * *", "UTC", "2026-05-08T20:00Z"),
+        ("0 20 * * *", "America/New_York", "2026-05-09T00:00Z"),  # the occurrence's own minute
+        ("30 1 * * *", "America/New_York", "2026-11-01T05:30Z"),  # first of a repeated 01:30
+        ("30 1 * * *", "America/New_York", "2026-11-01T06:30Z"),  # its second instant
+        ("*/15 * * * *", "Australia/Lord_Howe", "2026-04-04T14:45Z"),  # 30-minute shift
+        ("0 0 * * *", "America/Santiago", "2026-09-06T04:00Z"),  # midnight transition
+    ],
+    ids=[
+        "every-minute",
+        "daily-ny",
+        "fall-back-first",
+        "fall-back-second",
+        "lord-howe",
+        "santiago",
+    ],
+)
+def test_upcoming_after_any_instant_of_a_minute_equals_after_the_minute_start(
+    expression: str, zone: str, minute: str
+) -> None:
+    """Occurrences are whole minutes, so "strictly after now" and "strictly after the start of
+    now's minute" give the same instants: the per-minute memo of upcoming() is exact."""
+    start = parse_ts(minute)
+    expected_after_start = _uncached(expression, zone, start, 5)
+    for offset in (0, 1, 17_000_000, 59_999_999):  # microseconds into the minute
+        after = start + timedelta(microseconds=offset)
+        assert _uncached(expression, zone, after, 5) == expected_after_start  # the claim
+        assert upcoming(expression, zone, after, 5) == expected_after_start  # memo included
+
+
+def test_upcoming_is_exact_where_an_offset_has_seconds() -> None:
+    """Africa/Monrovia was UTC-0:44:30 until 1972: occurrences fall at :30 seconds, so one can
+    lie between a minute's start and `after`; the memo then does not answer."""
+    first = upcoming("* * * * *", "Africa/Monrovia", parse_ts("1970-01-01T12:00:10Z"), 2)
+    assert first == [parse_ts("1970-01-01T12:00:30Z"), parse_ts("1970-01-01T12:01:30Z")]
+    later = upcoming("* * * * *", "Africa/Monrovia", parse_ts("1970-01-01T12:00:45Z"), 2)
+    assert later == [parse_ts("1970-01-01T12:01:30Z"), parse_ts("1970-01-01T12:02:30Z")]

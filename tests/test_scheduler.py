@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -420,3 +421,44 @@ async def test_a_queued_fire_is_dropped_when_a_pause_races_it(tmp_path: Path) ->
         await rig.scheduler.idle()
         assert [r.deployment_id for r in launcher.requests] == [first.id]
         assert await rig.runs(second.id) == []
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (the read-ahead runs in the background) for up to ~10 s."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await anyio.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+async def test_a_change_after_the_read_ahead_is_what_the_fire_sends(tmp_path: Path) -> None:
+    """A deployment read ahead of its fire and then updated fires with the update."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        deployment = await rig.service.create(deployment_body())
+        await rig.clock.advance(59)  # 11:59:59: noon is within the read-ahead horizon
+        await rig.service.create(deployment_body("0 3 * * *"))  # wakes the loop
+        read_ahead = rig.scheduler._firing._read_ahead
+        await _until(lambda: deployment.id in read_ahead)
+        events = [{"type": "user.message", "content": [{"type": "text", "text": "v2"}]}]
+        await rig.service.update(deployment.id, {"initial_events": events})
+        await rig.advance(2)
+        (request,) = rig.launcher.requests
+        assert request.deployment_id == deployment.id
+        assert request.initial_events == events
+
+
+async def test_a_change_while_reading_ahead_discards_that_deployment_copy(
+    tmp_path: Path,
+) -> None:
+    """A change committed while a read-ahead query is in flight is never shadowed by it."""
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        changed = await rig.service.create(deployment_body())
+        kept = await rig.service.create(deployment_body())
+        firing = rig.scheduler._firing
+        firing.read_ahead([changed.id, kept.id], rig.tg)
+        await anyio.lowlevel.checkpoint()  # the read task starts and waits for its query
+        assert firing._changed_while_reading is not None
+        firing.forget(changed.id)  # what the change listener does after a commit
+        await _until(lambda: not firing._reading)
+        assert set(firing._read_ahead) == {kept.id}
