@@ -71,7 +71,7 @@ class ScheduleRow(NamedTuple):
     """Microseconds since the epoch: the latest occurrence that has a run row (open or not)."""
 
 
-_SCHEDULE_ROWS = (
+SCHEDULE_ROWS_SQL = (
     "SELECT id, schedule_expression, schedule_timezone, updated_at, "
     "(SELECT max(scheduled_at) FROM runs WHERE runs.deployment_id = deployments.id "
     "AND runs.scheduled_at IS NOT NULL) "
@@ -204,7 +204,7 @@ class JournalQueries:
 
         The latest run is found through the ``runs_occurrence`` index, one seek per deployment.
         """
-        return [ScheduleRow._make(row) for row in await self._fetch(_SCHEDULE_ROWS)]
+        return [ScheduleRow._make(row) for row in await self._fetch(SCHEDULE_ROWS_SQL)]
 
     async def list_deployments(
         self, flt: DeploymentFilter, *, after: Position | None, limit: int
