@@ -1,13 +1,24 @@
-"""Shared fixtures: the API stack on a real Unix socket (see ``tests.api_harness``)."""
+"""Shared fixtures: a journal on a real SQLite file, and the API stack on a real Unix socket."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from agentcron.journal import Journal
 from tests.api_harness import ApiServer, running_api
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    """A journal in ``<tmp_path>/state/journal.db`` (the directory is created by ``open``)."""
+    opened = await Journal.open(tmp_path / "state" / "journal.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

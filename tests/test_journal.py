@@ -7,7 +7,6 @@ import dataclasses
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,15 +40,6 @@ def make_deployment(*, created_at: datetime = T0, scheduled: bool = True) -> Dep
         created_at=created_at,
         updated_at=created_at,
     )
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    opened = await Journal.open(tmp_path / "state" / "journal.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def user_version(path: Path) -> int:

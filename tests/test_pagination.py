@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,15 +53,6 @@ def test_bad_cursors_are_400_naming_page(cursor: str) -> None:
     with pytest.raises(InvalidRequest, match=r"^page: ") as caught:
         decode_cursor(CursorKind.RUNS, cursor)
     assert caught.value.status == 400
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    opened = await Journal.open(tmp_path / "journal.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
