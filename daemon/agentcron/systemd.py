@@ -53,11 +53,15 @@ class Notifier:
         self.notify(STOPPING="1", STATUS="stopping")
 
     def watchdog(self) -> None:
-        """``WATCHDOG=1``, at most once per half watchdog interval."""
+        """``WATCHDOG=1`` from the scheduler loop, which wakes at least every half interval.
+
+        Rate-limited to one ping per quarter interval, so a loop that wakes on every change
+        does not flood systemd, while pings stay at most half an interval apart.
+        """
         if self.watchdog_interval is None:
             return
         now = time.monotonic()
-        if now - self._last_watchdog >= self.watchdog_interval / 2:
+        if now - self._last_watchdog >= self.watchdog_interval / 4:
             self._last_watchdog = now
             self.notify(WATCHDOG="1")
 
