@@ -259,6 +259,30 @@ async def test_the_recorder_gets_pid_start_exit_status_and_end(
     assert launcher.running_sessions() == 0
 
 
+async def test_many_children_ending_together_each_get_their_own_exit_status(
+    make_launcher: Factory, recorder: Recorder
+) -> None:
+    """Children ending together are told apart, and a child killed by a signal is negative."""
+    agents = {f"agent_{code}": sh(f"exit {code}") for code in range(12)}
+    agents["agent_killed"] = sh("kill -9 $$")
+    async with make_launcher(max_concurrent=len(agents), **agents) as launcher:
+        async with anyio.create_task_group() as group:
+            created: dict[str, str] = {}
+
+            async def create(agent: str) -> None:
+                created[agent] = await launcher.create_session(session_request(agent))
+
+            for agent in agents:
+                group.start_soon(create, agent)
+        statuses = {
+            agent: (await recorder.wait_ended(session_id))["exit_status"]
+            for agent, session_id in created.items()
+        }
+        assert launcher.running_sessions() == 0
+
+    assert statuses == {**{f"agent_{code}": code for code in range(12)}, "agent_killed": -9}
+
+
 async def test_the_concurrency_cap_rate_limits_further_sessions(
     make_launcher: Factory, recorder: Recorder
 ) -> None:

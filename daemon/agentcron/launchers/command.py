@@ -106,6 +106,7 @@ class _LocalSession:
     session_id: str
     process: subprocess.Popen[bytes]
     pidfd: int | None  # readable once the child has exited (Linux >= 5.3), else polled
+    unsent: bytes  # the part of the request the pipe did not take at once (stdin still open)
     exited: anyio.Event = field(default_factory=anyio.Event)
     finished: anyio.Event = field(default_factory=anyio.Event)
 
@@ -236,10 +237,10 @@ class CommandLauncher:
             # Shielded: once the fork has happened the child must be registered and watched.
             with anyio.CancelScope(shield=True):
                 session = await anyio.to_thread.run_sync(
-                    self._start_child, agent, environment, env, session_id
+                    self._start_child, agent, environment, env, session_id, stdin_data
                 )
                 self._running[session_id] = session
-                self._task_group.start_soon(self._watch, session, request, stdin_data)
+                self._task_group.start_soon(self._watch, session, request)
         except BaseException:
             self._active -= 1
             raise
@@ -247,7 +248,7 @@ class CommandLauncher:
             self._spawning -= 1
             if not self._spawning and self._spawns_drained is not None:
                 self._spawns_drained.set()
-        log.info(
+        log.debug(
             "session_started",
             session_id=session_id,
             deployment_id=request.deployment_id,
@@ -364,9 +365,18 @@ class CommandLauncher:
         return os.open(self._sessions_dir / f"{session_id}.log", flags, 0o600)
 
     def _start_child(
-        self, agent: AgentDecl, environment: EnvironmentDecl, env: dict[str, str], session_id: str
+        self,
+        agent: AgentDecl,
+        environment: EnvironmentDecl,
+        env: dict[str, str],
+        session_id: str,
+        data: bytes,
     ) -> _LocalSession:
-        """Create the log and fork the child (in a worker thread: both block on the kernel)."""
+        """Create the log, fork the child and write what its stdin pipe takes at once.
+
+        In a worker thread: all of it blocks on the kernel, and a request that fits the pipe
+        (the usual case) then costs the event loop no system call of its own.
+        """
         try:
             log_fd = self._open_log(session_id)
         except OSError as exc:
@@ -397,12 +407,13 @@ class CommandLauncher:
             pidfd: int | None = os.pidfd_open(process.pid)
         except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
             pidfd = None
-        return _LocalSession(session_id=session_id, process=process, pidfd=pidfd)
+        unsent = _write_stdin(process, data)
+        return _LocalSession(session_id=session_id, process=process, pidfd=pidfd, unsent=unsent)
 
     # -- the life of a child ---------------------------------------------------------------
 
-    async def _watch(self, session: _LocalSession, request: SessionRequest, data: bytes) -> None:
-        """Feed stdin, wait for the exit, record both ends of the session.
+    async def _watch(self, session: _LocalSession, request: SessionRequest) -> None:
+        """Feed the rest of stdin, wait for the exit, record both ends of the session.
 
         Shielded: the child is only ever stopped by ``aclose``, which waits for this watcher.
         """
@@ -417,12 +428,13 @@ class CommandLauncher:
                     pid=process.pid,
                     started_at=self._clock.now(),
                 )
-                await _feed_stdin(process, data)
+                if session.unsent:
+                    await _feed_stdin(process, session.unsent)
                 exit_status = await _wait_exit(session)
                 self._running.pop(session.session_id, None)
                 self._active -= 1
                 session.exited.set()
-                log.info("session_ended", session_id=session.session_id, exit_status=exit_status)
+                log.debug("session_ended", session_id=session.session_id, exit_status=exit_status)
                 await self._record(
                     "session_ended",
                     session_id=session.session_id,
@@ -465,13 +477,35 @@ class CommandLauncher:
             )
 
 
+def _write_stdin(process: subprocess.Popen[bytes], data: bytes) -> bytes:
+    """Write what the pipe takes without blocking; what is left (stdin closed when nothing is).
+
+    A child that exited or closed its stdin early is not an error: nothing is left then.
+    """
+    stdin = process.stdin
+    if stdin is None:
+        return b""
+    fd = stdin.fileno()
+    os.set_blocking(fd, False)
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        return data
+    except OSError:  # EPIPE: the child exited or closed its stdin
+        written = len(data)
+    if written < len(data):
+        return data[written:]
+    with contextlib.suppress(OSError):
+        stdin.close()
+    return b""
+
+
 async def _feed_stdin(process: subprocess.Popen[bytes], data: bytes) -> None:
-    """Write the request and close stdin; a child that stops reading early is not an error."""
+    """Write the rest of the request and close stdin (set non-blocking by ``_write_stdin``)."""
     stdin = process.stdin
     if stdin is None:
         return
     fd = stdin.fileno()
-    os.set_blocking(fd, False)
     view = memoryview(data)
     try:
         while view:
