@@ -209,24 +209,20 @@ def run_peer(n: int, *, max_jitter: float = 10.0) -> PeerResult:
 
 def peer_rows(result: PeerResult) -> list[Row]:
     case = f"apscheduler N={result.n:,}"
+
+    def row(metric: str, value: float | str, unit: str = "", target: str = "") -> Row:
+        return Row(bench="peer", case=case, metric=metric, value=value, unit=unit, target=target)
+
     lag = result.lag_ms
     return [
-        Row(bench="peer", case=case, metric="setup (add N jobs)", value=result.setup_s, unit="s"),
-        Row(bench="peer", case=case, metric="fire lag p50", value=lag.p50, unit="ms"),
-        Row(bench="peer", case=case, metric="fire lag p99", value=lag.p99, unit="ms"),
-        Row(bench="peer", case=case, metric="fire lag max", value=lag.max, unit="ms"),
-        Row(
-            bench="peer",
-            case=case,
-            metric="all done after last due",
-            value=result.completed_after_last_due_s,
-            unit="s",
-        ),
-        Row(
-            bench="peer", case=case, metric="runs / missed", value=f"{result.runs}/{result.missed}"
-        ),
-        Row(bench="peer", case=case, metric="RSS peak (VmHWM)", value=result.hwm_mb, unit="MB"),
-        Row(bench="peer", case=case, metric="CPU (whole run)", value=result.cpu_s, unit="s"),
+        row("setup (add N jobs)", result.setup_s, "s"),
+        row("fire lag p50", lag.p50, "ms"),
+        row("fire lag p99", lag.p99, "ms"),
+        row("fire lag max", lag.max, "ms"),
+        row("all done after last due", result.completed_after_last_due_s, "s"),
+        row("runs / missed", f"{result.runs}/{result.missed}"),
+        row("RSS peak (VmHWM)", result.hwm_mb, "MB"),
+        row("CPU (whole run)", result.cpu_s, "s"),
     ]
 
 

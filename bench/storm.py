@@ -287,64 +287,29 @@ async def _sleep_until(instant: datetime) -> None:
 
 def storm_rows(result: StormResult) -> list[Row]:
     case = f"{result.launcher} N={result.n:,}"
+
+    def row(metric: str, value: float | str, unit: str = "", target: str = "") -> Row:
+        return Row(bench="storm", case=case, metric=metric, value=value, unit=unit, target=target)
+
     lag = result.lag_ms
     errors = ", ".join(f"{k}={v}" for k, v in sorted(result.errors.items())) or "none"
     command = result.launcher == "command" and result.n == 10_000
     return [
-        Row(
-            bench="storm",
-            case=case,
-            metric="create N over the socket",
-            value=result.create_s,
-            unit="s",
+        row("create N over the socket", result.create_s, "s"),
+        row("creates/s", result.n / result.create_s, "/s"),
+        row("fire lag p50", lag.p50, "ms"),
+        row("fire lag p99", lag.p99, "ms", "< 50" if command else ""),
+        row("fire lag max", lag.max, "ms"),
+        row(
+            "all done after last due",
+            result.completed_after_last_due_s,
+            "s",
+            "< 2" if command else "",
         ),
-        Row(
-            bench="storm",
-            case=case,
-            metric="creates/s",
-            value=result.n / result.create_s,
-            unit="/s",
-        ),
-        Row(bench="storm", case=case, metric="fire lag p50", value=lag.p50, unit="ms"),
-        Row(
-            bench="storm",
-            case=case,
-            metric="fire lag p99",
-            value=lag.p99,
-            unit="ms",
-            target="< 50" if command else "",
-        ),
-        Row(bench="storm", case=case, metric="fire lag max", value=lag.max, unit="ms"),
-        Row(
-            bench="storm",
-            case=case,
-            metric="all done after last due",
-            value=result.completed_after_last_due_s,
-            unit="s",
-            target="< 2" if command else "",
-        ),
-        Row(
-            bench="storm",
-            case=case,
-            metric="runs / missed",
-            value=f"{result.runs}/{result.missed}",
-            target=f"{result.n}/0",
-        ),
-        Row(bench="storm", case=case, metric="run errors", value=errors),
-        Row(
-            bench="storm",
-            case=case,
-            metric="daemon RSS peak (VmHWM)",
-            value=result.hwm_mb,
-            unit="MB",
-        ),
-        Row(
-            bench="storm",
-            case=case,
-            metric="daemon CPU for the minute",
-            value=result.cpu_s,
-            unit="s",
-        ),
+        row("runs / missed", f"{result.runs}/{result.missed}", "", f"{result.n}/0"),
+        row("run errors", errors),
+        row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
+        row("daemon CPU for the minute", result.cpu_s, "s"),
     ]
 
 
