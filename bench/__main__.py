@@ -71,45 +71,26 @@ def ratio_rows(storm: StormResult, peer: PeerResult) -> list[Row]:
     """APScheduler's number divided by ours (> 1 means we are better), per metric."""
     case = f"apscheduler / agentcron, N={storm.n:,}"
 
-    def ratio(theirs: float, ours: float) -> float:
-        return theirs / ours if ours > 0 else float("nan")
-
+    pairs = [
+        ("setup time", peer.setup_s, storm.create_s),
+        ("fire lag p50", peer.lag_ms.p50, storm.lag_ms.p50),
+        ("fire lag p99", peer.lag_ms.p99, storm.lag_ms.p99),
+        (
+            "all done after last due",
+            peer.completed_after_last_due_s,
+            storm.completed_after_last_due_s,
+        ),
+        ("RSS peak", peer.hwm_mb, storm.hwm_mb),
+    ]
     return [
         Row(
             bench="ratio",
             case=case,
-            metric="setup time",
-            value=ratio(peer.setup_s, storm.create_s),
+            metric=metric,
+            value=theirs / ours if ours > 0 else float("nan"),
             unit="x",
-        ),
-        Row(
-            bench="ratio",
-            case=case,
-            metric="fire lag p50",
-            value=ratio(peer.lag_ms.p50, storm.lag_ms.p50),
-            unit="x",
-        ),
-        Row(
-            bench="ratio",
-            case=case,
-            metric="fire lag p99",
-            value=ratio(peer.lag_ms.p99, storm.lag_ms.p99),
-            unit="x",
-        ),
-        Row(
-            bench="ratio",
-            case=case,
-            metric="all done after last due",
-            value=ratio(peer.completed_after_last_due_s, storm.completed_after_last_due_s),
-            unit="x",
-        ),
-        Row(
-            bench="ratio",
-            case=case,
-            metric="RSS peak",
-            value=ratio(peer.hwm_mb, storm.hwm_mb),
-            unit="x",
-        ),
+        )
+        for metric, theirs, ours in pairs
     ]
 
 
