@@ -115,6 +115,18 @@ async def test_an_occurrence_claimed_elsewhere_is_suppressed_as_a_duplicate(
         assert rig.scheduler.health()["duplicates"] == 1
 
 
+async def only_run_after_shutdown(path: Path, deployment_id: str) -> DeploymentRun:
+    """Reopen the journal: the shutdown left no open claim, and the deployment has one run."""
+    journal = await Journal.open(path)
+    try:
+        assert await journal.recover_open_claims(NOON) == []
+        service = DeploymentService(journal, RecordingLauncher(), FakeClock(NOON))
+        (run,) = (await service.list_runs(deployment_id=deployment_id)).data
+        return run
+    finally:
+        await journal.close()
+
+
 async def test_shutdown_waits_for_in_flight_creations_within_the_grace(tmp_path: Path) -> None:
     """A creation that answers within shutdown_grace is recorded with its session."""
     path = tmp_path / "journal.db"
@@ -124,14 +136,8 @@ async def test_shutdown_waits_for_in_flight_creations_within_the_grace(tmp_path:
         await rig.clock.advance(60)
         await launcher.wait_for_requests(1)
         # leaving the block cancels the scheduler while the creation is still running
-    journal = await Journal.open(path)
-    try:
-        assert await journal.recover_open_claims(NOON) == []
-        service = DeploymentService(journal, launcher, FakeClock(NOON))
-        (run,) = (await service.list_runs(deployment_id=deployment.id)).data
-        assert run.session_id == launcher.session_ids[0]
-    finally:
-        await journal.close()
+    run = await only_run_after_shutdown(path, deployment.id)
+    assert run.session_id == launcher.session_ids[0]
 
 
 async def test_shutdown_completes_creations_past_the_grace_as_service_unavailable(
@@ -144,16 +150,10 @@ async def test_shutdown_completes_creations_past_the_grace_as_service_unavailabl
         deployment = await rig.service.create(deployment_body())
         await rig.clock.advance(60)
         await launcher.wait_for_requests(1)
-    journal = await Journal.open(path)
-    try:
-        assert await journal.recover_open_claims(NOON) == []
-        service = DeploymentService(journal, launcher, FakeClock(NOON))
-        (run,) = (await service.list_runs(deployment_id=deployment.id)).data
-        assert run.session_id is None
-        assert run.error is not None
-        assert (run.error.type, run.error.message) == ("service_unavailable", STOPPED_MESSAGE)
-    finally:
-        await journal.close()
+    run = await only_run_after_shutdown(path, deployment.id)
+    assert run.session_id is None
+    assert run.error is not None
+    assert (run.error.type, run.error.message) == ("service_unavailable", STOPPED_MESSAGE)
 
 
 def stored_deployment(now: datetime, expression: str = "0 12 * * *") -> Deployment:
