@@ -257,3 +257,12 @@ def list_all_runs(daemon: DaemonProcess, query: str = "") -> list[dict[str, Any]
         page = body["next_page"]
         if not page:
             return runs
+
+
+def process_exited(pid: int) -> bool:
+    """The process is gone, or a zombie its parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"

@@ -1,4 +1,4 @@
-"""Test doubles for the edges agentcron talks to: a clock and a launcher.
+"""Test doubles for the edges agentcron talks to: a clock and a launcher; and a poll helper.
 
 These are written for the tests (SPEC allows a simple launcher in scheduler tests); they
 implement the project's Protocols and are never used by the daemon itself.
@@ -6,7 +6,7 @@ implement the project's Protocols and are never used by the daemon itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -145,3 +145,16 @@ class RecordingLauncher:
 
     async def aclose(self) -> None:
         return None
+
+
+POLL_SECONDS = 10.0
+
+
+async def eventually(condition: Callable[[], bool], what: str, *, interval: float = 0.02) -> None:
+    """Poll ``condition`` until it holds, for state with nothing to wait on (a child process's
+    files or status, a background task's effect); fail naming ``what`` after 10 s."""
+    for _ in range(max(1, round(POLL_SECONDS / interval))):
+        if condition():
+            return
+        await anyio.sleep(interval)
+    raise AssertionError(f"{what}: not reached within {POLL_SECONDS:g} s")

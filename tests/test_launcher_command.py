@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import sys
 from collections import defaultdict
@@ -21,8 +22,10 @@ from agentcron.config import AgentDecl, Declarations, EnvironmentDecl, VaultDecl
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.launcher import SessionRequest
 from agentcron.launchers.command import CommandLauncher, EnvFileError, parse_env_file
+from agentcron.launchers.spawner import FrameReader, encode_frame
 from agentcron.models import AgentRef
-from tests.fakes import FakeClock
+from tests.daemon_harness import process_exited
+from tests.fakes import FakeClock, eventually
 
 START = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 VAULT_SECRET = "vault-secret-value-7f3a"
@@ -139,12 +142,7 @@ def has_text(path: Path, text: str) -> bool:
 
 
 async def wait_for_text(path: Path, text: str) -> None:
-    """Poll the session log (a child writes it; there is nothing to wait on) for ``text``."""
-    for _ in range(500):
-        if has_text(path, text):
-            return
-        await anyio.sleep(0.02)
-    raise AssertionError(f"{text!r} never appeared in {path}")
+    await eventually(lambda: has_text(path, text), f"{text!r} in {path}")
 
 
 async def test_stdin_holds_the_request_and_the_log_holds_stdout_and_stderr(
@@ -483,3 +481,93 @@ async def test_reload_replaces_the_declarations(launcher: CommandLauncher, tmp_p
         session_request(agent=AgentRef(id="agent_new", version=4), environment_id="env_new")
     )
     assert session_id.startswith("sesn_")
+
+
+# -- the spawner helper process ----------------------------------------------------------
+
+
+def test_frames_survive_any_split_of_the_stream() -> None:
+    frames: list[tuple[dict[str, Any], bytes]] = [
+        ({"id": 1, "argv": ["/bin/true"], "env": {"K": "é"}}, b""),
+        ({"id": 2}, b"\xff\x00 raw bytes \xfe"),
+        ({"exit": 42, "status": -9}, b"x" * 100_000),
+    ]
+    stream = b"".join(encode_frame(message, payload) for message, payload in frames)
+    whole = FrameReader().feed(stream)
+    reader = FrameReader()
+    pieces = [
+        frame
+        for offset in range(0, len(stream), 7)
+        for frame in reader.feed(stream[offset : offset + 7])
+    ]
+    assert whole == pieces == frames
+
+
+async def test_one_helper_starts_every_session_and_leaves_with_the_launcher(
+    make_launcher: Factory, recorder: Recorder
+) -> None:
+    async with make_launcher(agent_exit=sh("exit 0")) as launcher:
+        assert launcher.spawner_pid() is None  # started on the first session, not before
+        first = await launcher.create_session(session_request("agent_exit"))
+        helper = launcher.spawner_pid()
+        assert helper is not None
+        second = await launcher.create_session(session_request("agent_exit"))
+        assert launcher.spawner_pid() == helper
+        for session_id in (first, second):
+            assert (await recorder.wait_ended(session_id))["exit_status"] == 0
+    await eventually(lambda: process_exited(helper), "the spawner exited")
+
+
+async def test_the_helper_ignores_stop_signals_and_children_get_default_ones(
+    tmp_path: Path, make_launcher: Factory, recorder: Recorder
+) -> None:
+    async with make_launcher(agent_sleep=sh("echo ready; exec sleep 30")) as launcher:
+        await launcher.create_session(session_request("agent_sleep"))
+        helper = launcher.spawner_pid()
+        assert helper is not None
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(helper, signum)
+        session_id = await launcher.create_session(session_request("agent_sleep"))
+        await wait_for_text(log_path(tmp_path, session_id), "ready")
+        assert launcher.spawner_pid() == helper
+        await eventually(lambda: len(recorder.started) == 2, "second start recorded")
+        os.killpg(recorder.started[1]["pid"], signal.SIGTERM)
+        assert (await recorder.wait_ended(session_id))["exit_status"] == -signal.SIGTERM
+
+
+async def test_a_killed_helper_is_replaced_and_its_sessions_are_reported_unknown(
+    make_launcher: Factory, recorder: Recorder
+) -> None:
+    async with make_launcher(agent_sleep=sh("exec sleep 30"), agent_exit=sh("exit 4")) as launcher:
+        orphan = await launcher.create_session(session_request("agent_sleep"))
+        await eventually(lambda: len(recorder.started) == 1, "start recorded")
+        orphan_pid = recorder.started[0]["pid"]
+        helper = launcher.spawner_pid()
+        assert helper is not None
+        try:
+            with capture_logs() as logs:
+                os.kill(helper, signal.SIGKILL)
+                await eventually(lambda: launcher.running_sessions() == 0, "orphan released")
+            events = {entry["event"]: entry for entry in logs}
+            assert events["session_spawner_exited"]["sessions_lost"] == 1
+            assert events["session_exit_unknown"]["session_id"] == orphan
+            assert recorder.ended == []
+
+            session_id = await launcher.create_session(session_request("agent_exit"))
+            assert launcher.spawner_pid() not in {None, helper}
+            assert (await recorder.wait_ended(session_id))["exit_status"] == 4
+        finally:
+            os.killpg(orphan_pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("size", [10, 1_000_000])
+async def test_requests_of_any_size_reach_stdin_whole(
+    tmp_path: Path, make_launcher: Factory, recorder: Recorder, size: int
+) -> None:
+    events = [{"type": "user.message", "content": [{"type": "text", "text": "y" * size}]}]
+    async with make_launcher(agent_count=sh("wc -c")) as launcher:
+        session_id = await launcher.create_session(
+            session_request("agent_count", initial_events=events)
+        )
+        assert (await recorder.wait_ended(session_id))["exit_status"] == 0
+    assert int(log_path(tmp_path, session_id).read_text()) > size

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ from agentcron.journal import Journal
 from agentcron.models import DeploymentRun, TriggerType
 from agentcron.scheduler import Scheduler
 from agentcron.service import DeploymentService
-from tests.fakes import FakeClock, RecordingLauncher
+from tests.fakes import FakeClock, RecordingLauncher, eventually
 
 START = datetime(2026, 6, 1, 11, 59, tzinfo=UTC)
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -423,15 +423,6 @@ async def test_a_queued_fire_is_dropped_when_a_pause_races_it(tmp_path: Path) ->
         assert await rig.runs(second.id) == []
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` (the read-ahead runs in the background) for up to ~10 s."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await anyio.sleep(0.001)
-    raise AssertionError("condition not reached")
-
-
 async def test_a_change_after_the_read_ahead_is_what_the_fire_sends(tmp_path: Path) -> None:
     """A deployment read ahead of its fire and then updated fires with the update."""
     async with scheduler_rig(tmp_path / "journal.db") as rig:
@@ -439,7 +430,7 @@ async def test_a_change_after_the_read_ahead_is_what_the_fire_sends(tmp_path: Pa
         await rig.clock.advance(59)  # 11:59:59: noon is within the read-ahead horizon
         await rig.service.create(deployment_body("0 3 * * *"))  # wakes the loop
         read_ahead = rig.scheduler._firing._read_ahead
-        await _until(lambda: deployment.id in read_ahead)
+        await eventually(lambda: deployment.id in read_ahead, "read ahead", interval=0.001)
         events = [{"type": "user.message", "content": [{"type": "text", "text": "v2"}]}]
         await rig.service.update(deployment.id, {"initial_events": events})
         await rig.advance(2)
@@ -460,5 +451,5 @@ async def test_a_change_while_reading_ahead_discards_that_deployment_copy(
         await anyio.lowlevel.checkpoint()  # the read task starts and waits for its query
         assert firing._changed_while_reading is not None
         firing.forget(changed.id)  # what the change listener does after a commit
-        await _until(lambda: not firing._reading)
+        await eventually(lambda: not firing._reading, "read-ahead done", interval=0.001)
         assert set(firing._read_ahead) == {kept.id}

@@ -18,16 +18,18 @@ of agent ``A`` in environment ``E`` with vaults ``V...`` is the program ``A.argv
 
 Vault values reach the child's environment and nowhere else: they are never logged, never part
 of the request JSON, never quoted in an error message.
+
+The children are started, fed and reaped by a small helper process (``launchers.spawner``),
+so that a burst of sessions costs the daemon's event loop one message per start and one per
+exit instead of the fork itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import structlog
 from anyio.abc import TaskGroup
 
@@ -44,6 +45,8 @@ from agentcron.clock import Clock
 from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.launcher import SessionRecorder, SessionRequest
+from agentcron.launchers.spawner import describe_os_error
+from agentcron.launchers.spawner_client import SpawnedChild, SpawnerClient, SpawnError
 from agentcron.models import AgentRef, RunErrorType
 
 log = structlog.get_logger(__name__)
@@ -104,9 +107,7 @@ class _LocalSession:
     """A child process the launcher started and has not seen finish yet."""
 
     session_id: str
-    process: subprocess.Popen[bytes]
-    pidfd: int | None  # readable once the child has exited (Linux >= 5.3), else polled
-    unsent: bytes  # the part of the request the pipe did not take at once (stdin still open)
+    child: SpawnedChild
     exited: anyio.Event = field(default_factory=anyio.Event)
     finished: anyio.Event = field(default_factory=anyio.Event)
 
@@ -137,6 +138,7 @@ class CommandLauncher:
         self._clock = clock
         self._base_env = base_environment(os.environ)
         self._task_group: TaskGroup | None = None
+        self._spawner: SpawnerClient | None = None
         self._closing = False
         self._spawning = 0
         self._spawns_drained: anyio.Event | None = None
@@ -148,6 +150,7 @@ class CommandLauncher:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._spawner = SpawnerClient(task_group)
         return self
 
     async def __aexit__(
@@ -172,6 +175,10 @@ class CommandLauncher:
     def running_sessions(self) -> int:
         """How many child processes are running right now."""
         return len(self._running)
+
+    def spawner_pid(self) -> int | None:
+        """The pid of the helper process that starts sessions, while one runs."""
+        return None if self._spawner is None else self._spawner.helper_pid()
 
     # -- the Launcher protocol -------------------------------------------------------------
 
@@ -201,7 +208,7 @@ class CommandLauncher:
             )
 
     async def create_session(self, request: SessionRequest) -> str:
-        if self._task_group is None or self._closing:
+        if self._task_group is None or self._spawner is None or self._closing:
             raise LaunchFailure(
                 RunErrorType.SERVICE_UNAVAILABLE,
                 "the command launcher is not running (the daemon is stopping)",
@@ -234,11 +241,17 @@ class CommandLauncher:
         self._active += 1
         self._spawning += 1
         try:
-            # Shielded: once the fork has happened the child must be registered and watched.
+            # Shielded: once the child runs it must be registered and watched.
             with anyio.CancelScope(shield=True):
-                session = await anyio.to_thread.run_sync(
-                    self._start_child, agent, environment, env, session_id, stdin_data
+                child = await self._start_child(
+                    self._spawner,
+                    agent=agent,
+                    environment=environment,
+                    env=env,
+                    session_id=session_id,
+                    data=stdin_data,
                 )
+                session = _LocalSession(session_id=session_id, child=child)
                 self._running[session_id] = session
                 self._task_group.start_soon(self._watch, session, request)
         except BaseException:
@@ -254,32 +267,37 @@ class CommandLauncher:
             deployment_id=request.deployment_id,
             run_id=request.run_id,
             agent_id=agent.id,
-            pid=session.process.pid,
+            pid=child.pid,
         )
         return session_id
 
     async def aclose(self) -> None:
-        """Stop running sessions: SIGTERM to each process group, SIGKILL after the grace."""
+        """Stop running sessions (SIGTERM to each process group, SIGKILL after the grace), then
+        the spawner."""
         self._closing = True
         with anyio.CancelScope(shield=True):
             if self._spawning:  # children being spawned now are stopped with the others
                 self._spawns_drained = anyio.Event()
                 await self._spawns_drained.wait()
-            sessions = list(self._running.values())
-            if not sessions:
-                return
-            log.info("sessions_stopping", count=len(sessions), grace_seconds=self._stop_grace)
+            await self._stop_sessions(list(self._running.values()))
+            if self._spawner is not None:
+                await self._spawner.aclose()
+
+    async def _stop_sessions(self, sessions: list[_LocalSession]) -> None:
+        if not sessions:
+            return
+        log.info("sessions_stopping", count=len(sessions), grace_seconds=self._stop_grace)
+        for session in sessions:
+            self._signal(session, signal.SIGTERM)
+        with anyio.move_on_after(self._stop_grace):
             for session in sessions:
-                self._signal(session, signal.SIGTERM)
-            with anyio.move_on_after(self._stop_grace):
-                for session in sessions:
-                    await session.exited.wait()
-            for session in sessions:
-                if not session.exited.is_set():
-                    log.warning("session_killed", session_id=session.session_id)
-                    self._signal(session, signal.SIGKILL)
-            for session in sessions:
-                await session.finished.wait()
+                await session.exited.wait()
+        for session in sessions:
+            if not session.exited.is_set():
+                log.warning("session_killed", session_id=session.session_id)
+                self._signal(session, signal.SIGKILL)
+        for session in sessions:
+            await session.finished.wait()
 
     # -- creation steps --------------------------------------------------------------------
 
@@ -356,68 +374,53 @@ class CommandLauncher:
         }
         return json.dumps(document, ensure_ascii=False).encode("utf-8") + b"\n"
 
-    def _open_log(self, session_id: str) -> int:
-        if not self._sessions_dir_ready:
-            self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._sessions_dir.chmod(0o700)
-            self._sessions_dir_ready = True
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        return os.open(self._sessions_dir / f"{session_id}.log", flags, 0o600)
-
-    def _start_child(
+    async def _start_child(
         self,
+        spawner: SpawnerClient,
+        *,
         agent: AgentDecl,
         environment: EnvironmentDecl,
         env: dict[str, str],
         session_id: str,
         data: bytes,
-    ) -> _LocalSession:
-        """Create the log, fork the child and write what its stdin pipe takes at once.
-
-        In a worker thread: all of it blocks on the kernel, and a request that fits the pipe
-        (the usual case) then costs the event loop no system call of its own.
-        """
+    ) -> SpawnedChild:
+        """Have the spawner create the session log, start the child and write its stdin."""
         try:
-            log_fd = self._open_log(session_id)
-        except OSError as exc:
-            raise LaunchFailure(
-                RunErrorType.SERVICE_UNAVAILABLE,
-                f"cannot create the session log in {self._sessions_dir}: "
-                f"{exc.strerror or type(exc).__name__}",
-            ) from exc
-        try:
-            process = subprocess.Popen(
-                list(agent.argv),
-                stdin=subprocess.PIPE,
-                stdout=log_fd,
-                stderr=log_fd,
-                cwd=environment.cwd,
+            if not self._sessions_dir_ready:
+                self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._sessions_dir.chmod(0o700)
+                self._sessions_dir_ready = True
+            return await spawner.spawn(
+                argv=agent.argv,
+                cwd=None if environment.cwd is None else str(environment.cwd),
                 env=env,
-                start_new_session=True,
+                log_path=self._sessions_dir / f"{session_id}.log",
+                stdin=data,
             )
-        except (OSError, ValueError) as exc:
-            (self._sessions_dir / f"{session_id}.log").unlink(missing_ok=True)
-            reason = _describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise self._log_failure(reason) from exc
+        except SpawnError as exc:
+            if exc.stage == "log":
+                raise self._log_failure(exc.reason) from None
             raise LaunchFailure(
-                RunErrorType.SERVICE_UNAVAILABLE, f"cannot start agent `{agent.id}`: {reason}"
-            ) from exc
-        finally:
-            os.close(log_fd)
-        try:
-            pidfd: int | None = os.pidfd_open(process.pid)
-        except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
-            pidfd = None
-        unsent = _write_stdin(process, data)
-        return _LocalSession(session_id=session_id, process=process, pidfd=pidfd, unsent=unsent)
+                RunErrorType.SERVICE_UNAVAILABLE, f"cannot start agent `{agent.id}`: {exc.reason}"
+            ) from None
+
+    def _log_failure(self, reason: str) -> LaunchFailure:
+        return LaunchFailure(
+            RunErrorType.SERVICE_UNAVAILABLE,
+            f"cannot create the session log in {self._sessions_dir}: {reason}",
+        )
 
     # -- the life of a child ---------------------------------------------------------------
 
     async def _watch(self, session: _LocalSession, request: SessionRequest) -> None:
-        """Feed the rest of stdin, wait for the exit, record both ends of the session.
+        """Wait for the child's exit and record both ends of the session.
 
         Shielded: the child is only ever stopped by ``aclose``, which waits for this watcher.
         """
-        process = session.process
+        child = session.child
         with anyio.CancelScope(shield=True):
             try:
                 await self._record(
@@ -425,20 +428,21 @@ class CommandLauncher:
                     session_id=session.session_id,
                     run_id=request.run_id,
                     deployment_id=request.deployment_id,
-                    pid=process.pid,
+                    pid=child.pid,
                     started_at=self._clock.now(),
                 )
-                if session.unsent:
-                    await _feed_stdin(process, session.unsent)
-                exit_status = await _wait_exit(session)
+                await child.exited.wait()
                 self._running.pop(session.session_id, None)
                 self._active -= 1
                 session.exited.set()
-                log.debug("session_ended", session_id=session.session_id, exit_status=exit_status)
+                if child.status is None:
+                    log.warning("session_exit_unknown", session_id=session.session_id)
+                    return
+                log.debug("session_ended", session_id=session.session_id, exit_status=child.status)
                 await self._record(
                     "session_ended",
                     session_id=session.session_id,
-                    exit_status=exit_status,
+                    exit_status=child.status,
                     ended_at=self._clock.now(),
                 )
             finally:
@@ -465,7 +469,7 @@ class CommandLauncher:
     @staticmethod
     def _signal(session: _LocalSession, signum: signal.Signals) -> None:
         try:
-            os.killpg(session.process.pid, signum)
+            os.killpg(session.child.pid, signum)
         except ProcessLookupError:
             return
         except OSError as exc:
@@ -473,67 +477,5 @@ class CommandLauncher:
                 "session_signal_failed",
                 session_id=session.session_id,
                 signal=signum.name,
-                error=_describe_os_error(exc),
+                error=describe_os_error(exc),
             )
-
-
-def _write_stdin(process: subprocess.Popen[bytes], data: bytes) -> bytes:
-    """Write what the pipe takes without blocking; what is left (stdin closed when nothing is).
-
-    A child that exited or closed its stdin early is not an error: nothing is left then.
-    """
-    stdin = process.stdin
-    if stdin is None:
-        return b""
-    fd = stdin.fileno()
-    os.set_blocking(fd, False)
-    try:
-        written = os.write(fd, data)
-    except BlockingIOError:
-        return data
-    except OSError:  # EPIPE: the child exited or closed its stdin
-        written = len(data)
-    if written < len(data):
-        return data[written:]
-    with contextlib.suppress(OSError):
-        stdin.close()
-    return b""
-
-
-async def _feed_stdin(process: subprocess.Popen[bytes], data: bytes) -> None:
-    """Write the rest of the request and close stdin (set non-blocking by ``_write_stdin``)."""
-    stdin = process.stdin
-    if stdin is None:
-        return
-    fd = stdin.fileno()
-    view = memoryview(data)
-    try:
-        while view:
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                await anyio.wait_writable(fd)
-    except OSError:  # EPIPE: the child exited or closed its stdin
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            stdin.close()
-
-
-async def _wait_exit(session: _LocalSession) -> int:
-    """Wait for the child's exit without a thread; its status (negative: killed by a signal)."""
-    process = session.process
-    if session.pidfd is not None:
-        try:
-            await anyio.wait_readable(session.pidfd)
-        finally:
-            os.close(session.pidfd)
-        return process.wait()
-    while process.poll() is None:  # noqa: ASYNC110 - no pidfd: nothing to wait on but time
-        await anyio.sleep(0.05)
-    return process.wait()
-
-
-def _describe_os_error(exc: OSError) -> str:
-    reason = exc.strerror or type(exc).__name__
-    return f"{reason}: {exc.filename}" if exc.filename else reason
