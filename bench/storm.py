@@ -17,7 +17,8 @@ Measured from the daemon's own ``run_fired`` JSON log lines of that minute: fire
 due instant (the largest ``scheduled_at + jitter``) until the last run of the minute was
 completed (the line's timestamp, written after the completion is committed). Daemon RSS and
 CPU come from ``/proc/<pid>``; CPU is counted from one second before the minute until the last
-run completed.
+run completed. With ``command``, the session spawner (the daemon's helper process that starts
+the children) is reported on its own rows: its whole CPU time, as it starts with the first fire.
 
 ``python -m bench.storm [--quick] [--n N ...] [--launcher command|managed_agents]``.
 """
@@ -40,12 +41,12 @@ from typing import Any, Literal
 
 import aiohttp
 import anyio
-from tests.daemon_harness import DaemonProcess, create_body
+from tests.daemon_harness import DaemonProcess, child_processes, create_body
 from tests.hosted_api import HostedApi
 
 from agentcron.jitter import jitter_offset
 from agentcron.timeutil import parse_ts
-from bench.common import Row, Spread, Stopwatch, process_usage, render_rows
+from bench.common import ProcessUsage, Row, Spread, Stopwatch, process_usage, render_rows
 
 LauncherName = Literal["command", "managed_agents"]
 CONNECTIONS = 16
@@ -66,6 +67,8 @@ class StormResult:
     rss_mb: float
     hwm_mb: float
     cpu_s: float
+    spawner_cpu_s: float  # the command launcher's helper process (nan: none ran)
+    spawner_hwm_mb: float
     minute: str
 
 
@@ -230,6 +233,7 @@ async def _measure(
         if len(mine) >= n:
             break
     after = process_usage(daemon.pid)
+    spawner = _spawner_usage(daemon.pid)
     if profiler is not None:
         await anyio.to_thread.run_sync(profiler.wait)
     status, health = await anyio.to_thread.run_sync(daemon.request, "GET", "/v1/health")
@@ -256,8 +260,18 @@ async def _measure(
         rss_mb=after.rss_mb,
         hwm_mb=after.hwm_mb,
         cpu_s=after.cpu_s - before.cpu_s,
+        spawner_cpu_s=spawner.cpu_s,
+        spawner_hwm_mb=spawner.hwm_mb,
         minute=minute.isoformat(),
     )
+
+
+def _spawner_usage(daemon_pid: int) -> ProcessUsage:
+    """The session spawner's usage; it starts with the first fire, so all its CPU is the storm's."""
+    pids = child_processes(daemon_pid, b"spawner.py")
+    if not pids:
+        return ProcessUsage(rss_mb=math.nan, hwm_mb=math.nan, cpu_s=math.nan)
+    return process_usage(pids[0])
 
 
 def _start_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
@@ -310,6 +324,14 @@ def storm_rows(result: StormResult) -> list[Row]:
         row("run errors", errors),
         row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("daemon CPU for the minute", result.cpu_s, "s"),
+        *(
+            [
+                row("spawner CPU for the minute", result.spawner_cpu_s, "s"),
+                row("spawner RSS peak (VmHWM)", result.spawner_hwm_mb, "MB"),
+            ]
+            if result.launcher == "command"
+            else []
+        ),
     ]
 
 

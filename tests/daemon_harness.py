@@ -266,3 +266,20 @@ def process_exited(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def child_processes(parent: int, marker: bytes) -> list[int]:
+    """Live (not zombie) processes whose parent is ``parent`` and whose argv holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended while we looked
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z" and marker in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -19,6 +19,7 @@ import pytest
 
 from tests.daemon_harness import (
     DaemonProcess,
+    child_processes,
     create_body,
     list_all_runs,
     process_exited,
@@ -268,23 +269,6 @@ def test_sigkill_during_a_burst_then_restart_loses_and_duplicates_nothing(tmp_pa
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def _children_running(parent: int, marker: bytes) -> list[int]:
-    """Live (not zombie) processes whose parent is ``parent`` and whose argv holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:  # it ended while we looked
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == parent and state != "Z" and marker in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 def test_the_session_spawner_leaves_with_a_killed_daemon(tmp_path: Path) -> None:
     """SIGKILL gives the daemon no chance to stop its helper: the helper sees the socket close."""
     config = write_config(tmp_path)
@@ -296,7 +280,7 @@ def test_the_session_spawner_leaves_with_a_killed_daemon(tmp_path: Path) -> None
         status, run = daemon.request("POST", f"/v1/deployments/{deployment['id']}/run")
         assert status == 200, run
         assert run["session_id"], run
-        [helper] = _children_running(daemon.pid, b"spawner.py")
+        [helper] = child_processes(daemon.pid, b"spawner.py")
         daemon.kill()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not process_exited(helper):
