@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agentcron import ids
 from agentcron.errors import JournalError, NotFound, ServiceUnavailable
@@ -199,13 +200,15 @@ async def test_full_disk_is_service_unavailable(journal: Journal) -> None:
 
 
 async def test_local_sessions_are_recorded(journal: Journal) -> None:
-    await journal.session_started(
+    journal.session_started(
         session_id="sesn_1", run_id="drun_1", deployment_id="depl_1", pid=4242, started_at=T0
     )
+    await journal.flush()
     started = await journal.get_session("sesn_1")
     assert started is not None
     assert (started["pid"], started["exit_status"], started["ended_at"]) == (4242, None, None)
-    await journal.session_ended(session_id="sesn_1", exit_status=-15, ended_at=T0 + timedelta(1))
+    journal.session_ended(session_id="sesn_1", exit_status=-15, ended_at=T0 + timedelta(1))
+    await journal.flush()
     assert await journal.get_session("sesn_1") == {
         "session_id": "sesn_1",
         "run_id": "drun_1",
@@ -216,8 +219,48 @@ async def test_local_sessions_are_recorded(journal: Journal) -> None:
         "ended_at": T0 + timedelta(1),
     }
     assert await journal.get_session("sesn_unknown") is None
-    with pytest.raises(NotFound):
-        await journal.session_ended(session_id="sesn_unknown", exit_status=0, ended_at=T0)
+
+
+async def test_session_records_commit_in_order_in_one_batch(journal: Journal) -> None:
+    """Queued starts and ends of many sessions share transactions and keep their order."""
+    before = journal.transactions
+    for index in range(200):
+        journal.session_started(
+            session_id=f"sesn_{index}",
+            run_id="drun_1",
+            deployment_id="depl_1",
+            pid=index,
+            started_at=T0,
+        )
+        journal.session_ended(session_id=f"sesn_{index}", exit_status=index % 3, ended_at=T0)
+    await journal.flush()
+    assert journal.transactions - before <= 3
+    for index in (0, 101, 199):
+        record = await journal.get_session(f"sesn_{index}")
+        assert record is not None
+        assert (record["pid"], record["exit_status"]) == (index, index % 3)
+
+
+async def test_a_failed_session_record_is_logged_and_fails_alone(journal: Journal) -> None:
+    with capture_logs() as logs:
+        journal.session_started(
+            session_id="sesn_ok", run_id="drun_1", deployment_id="depl_1", pid=7, started_at=T0
+        )
+        journal.session_ended(session_id="sesn_unknown", exit_status=0, ended_at=T0)
+        journal.session_ended(session_id="sesn_ok", exit_status=0, ended_at=T0)
+        await journal.flush()
+    failures = [entry for entry in logs if entry["event"] == "journal_write_failed"]
+    assert failures == [
+        {
+            "event": "journal_write_failed",
+            "log_level": "error",
+            "write": "end of session sesn_unknown",
+            "error": "session sesn_unknown not found",
+        }
+    ]
+    record = await journal.get_session("sesn_ok")
+    assert record is not None
+    assert record["exit_status"] == 0
 
 
 async def test_closed_journal_refuses_writes(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ class Recorder:
     ended: list[dict[str, Any]] = field(default_factory=list)
     _events: defaultdict[str, anyio.Event] = field(default_factory=lambda: defaultdict(anyio.Event))
 
-    async def session_started(
+    def session_started(
         self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
     ) -> None:
         self.started.append(
@@ -53,7 +53,7 @@ class Recorder:
             }
         )
 
-    async def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
         self.ended.append(
             {"session_id": session_id, "exit_status": exit_status, "ended_at": ended_at}
         )

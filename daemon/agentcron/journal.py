@@ -22,7 +22,15 @@ import aiosqlite
 
 from agentcron import ids
 from agentcron.errors import AgentcronError, JournalError
-from agentcron.journal_ops import ClaimInfo, ClaimOp, CompleteOp, RecoverOp, StatementOp
+from agentcron.journal_ops import (
+    ClaimInfo,
+    ClaimOp,
+    CompleteOp,
+    RecoverOp,
+    SessionEndOp,
+    SessionStartOp,
+    StatementOp,
+)
 from agentcron.journal_queries import JournalQueries
 from agentcron.journal_rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_MUTABLE, deployment_params
 from agentcron.journal_schema import MIGRATIONS, SCHEMA_VERSION
@@ -270,36 +278,36 @@ class Journal(JournalQueries):
 
     # --- local sessions (agentcron.launcher.SessionRecorder) ---------------------------------
 
-    async def session_started(
+    def session_started(
         self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
     ) -> None:
-        """Record that local session ``session_id`` started as process ``pid``."""
-        await self._submit(
-            StatementOp(
-                statements=[
-                    (
-                        "INSERT INTO sessions (session_id, run_id, deployment_id, pid, "
-                        "started_at) VALUES (?, ?, ?, ?, ?)",
-                        (session_id, run_id, deployment_id, pid, to_micros(started_at)),
-                    )
-                ]
+        """Queue the record that local session ``session_id`` started as process ``pid``.
+
+        It commits with the next group commit, in order with every write queued before it;
+        nothing waits for it (a failure is logged). ``flush()`` waits for it.
+        """
+        self._writer.submit_nowait(
+            SessionStartOp(
+                session_id=session_id,
+                run_id=run_id,
+                deployment_id=deployment_id,
+                pid=pid,
+                started_at=to_micros(started_at),
             )
         )
 
-    async def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Record a local session's exit status (negative: killed by that signal)."""
-        await self._submit(
-            StatementOp(
-                statements=[
-                    (
-                        "UPDATE sessions SET exit_status = ?, ended_at = ? WHERE session_id = ?",
-                        (exit_status, to_micros(ended_at), session_id),
-                    )
-                ],
-                expect_rows=1,
-                missing=f"session {session_id} not found",
+    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+        """Queue a local session's exit status (negative: killed by that signal); see
+        ``session_started``. An unknown ``session_id`` is logged as a failed write."""
+        self._writer.submit_nowait(
+            SessionEndOp(
+                session_id=session_id, exit_status=exit_status, ended_at=to_micros(ended_at)
             )
         )
+
+    async def flush(self) -> None:
+        """Return once every write queued so far has committed (or failed)."""
+        await self._submit(StatementOp(statements=[]))
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """A local session's record: ``session_id``, ``run_id``, ``deployment_id``, ``pid``,

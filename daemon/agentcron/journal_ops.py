@@ -194,3 +194,48 @@ class StatementOp(WriteOp):
             if op.expect_rows is not None and count != op.expect_rows:
                 raise NotFound(op.missing)
             op.result = count
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class SessionStartOp(WriteOp):
+    """Record a local session's process (the ``sessions`` table)."""
+
+    session_id: str
+    run_id: str
+    deployment_id: str
+    pid: int
+    started_at: int
+
+    @classmethod
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionStartOp]) -> None:
+        conn.executemany(
+            "INSERT INTO sessions (session_id, run_id, deployment_id, pid, started_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(op.session_id, op.run_id, op.deployment_id, op.pid, op.started_at) for op in ops],
+        )
+
+    def describe(self) -> str:
+        return f"start of session {self.session_id}"
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class SessionEndOp(WriteOp):
+    """Record a local session's exit status and end time."""
+
+    session_id: str
+    exit_status: int
+    ended_at: int
+
+    @classmethod
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionEndOp]) -> None:
+        cursor = conn.executemany(
+            "UPDATE sessions SET exit_status = ?, ended_at = ? WHERE session_id = ?",
+            [(op.exit_status, op.ended_at, op.session_id) for op in ops],
+        )
+        if cursor.rowcount != len(ops):  # retried one by one: the unknown session fails alone
+            raise NotFound(
+                f"session {ops[0].session_id} not found" if len(ops) == 1 else "unknown session"
+            )
+
+    def describe(self) -> str:
+        return f"end of session {self.session_id}"

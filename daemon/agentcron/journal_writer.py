@@ -6,7 +6,8 @@ writer task takes everything queued since its last commit, applies it inside one
 together, e.g. one ``executemany`` for a thousand claims) and only then resolves each caller's
 future, so an ``await`` returns after *its* transaction is durable (``synchronous=FULL``). If a
 batch fails, it is rolled back and its ops are retried one transaction each, so one bad op fails
-alone.
+alone. A record nobody waits for (``submit_nowait``) rides in the same batches; its failure is
+logged.
 
 SQLite errors are translated here, at the boundary, by ``translate_sqlite_error``.
 """
@@ -77,6 +78,10 @@ class WriteOp:
     def fail(self, exc: BaseException) -> BaseException:
         return translate_sqlite_error(exc)
 
+    def describe(self) -> str:
+        """What this write was, for the log line of a failure nobody waited for."""
+        return type(self).__name__
+
 
 class GroupCommitWriter:
     """The single writer task over ``conn`` (a connection in autocommit mode).
@@ -90,7 +95,7 @@ class GroupCommitWriter:
     def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 4096) -> None:
         self._conn = conn
         self._max_batch = max_batch
-        self._queue: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[WriteOp, asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -119,6 +124,17 @@ class GroupCommitWriter:
         self._wakeup.set()
         return await future
 
+    def submit_nowait(self, op: WriteOp) -> None:
+        """Queue ``op`` without waiting for it; it commits in order with what was queued before.
+
+        A failure is logged (``journal_write_failed``, with the op's ``describe()``), since no
+        caller is there to see it. Raises ``JournalError`` if the writer is closed.
+        """
+        if self._closing or self._loop is None:
+            raise JournalError("the journal is closed")
+        self._queue.append((op, None))
+        self._wakeup.set()
+
     async def close(self) -> None:
         """Commit everything already queued, stop the task, close the connection."""
         self._closing = True
@@ -141,7 +157,10 @@ class GroupCommitWriter:
                 ops = [op for op, _ in batch]
                 errors = await loop.run_in_executor(self._thread, self._commit_batch, ops)
                 for (op, future), error in zip(batch, errors, strict=True):
-                    _settle(future, result=op.result, error=error)
+                    if future is not None:
+                        _settle(future, result=op.result, error=error)
+                    elif error is not None:
+                        log.error("journal_write_failed", write=op.describe(), error=str(error))
             if self._closing:
                 return
 

@@ -62,15 +62,19 @@ class SessionRequest:
 
 
 class SessionRecorder(Protocol):
-    """Where a launcher records the life of the local sessions it starts (the journal)."""
+    """Where a launcher records the life of the local sessions it starts (the journal).
 
-    async def session_started(
+    Both calls only queue the record (it is written with the next group commit and a failure
+    is logged), so a burst of sessions costs the launcher no waiting.
+    """
+
+    def session_started(
         self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
     ) -> None:
         """Record that ``session_id`` started as process ``pid``."""
         ...
 
-    async def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
         """Record the process's exit status (negative: killed by that signal)."""
         ...
 

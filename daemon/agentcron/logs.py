@@ -20,6 +20,7 @@ _LEVELS = {
 def configure_logging(level: str, log_format: Literal["auto", "json", "console"] = "auto") -> None:
     """Configure structlog to write to stderr; may be called again (SIGHUP) to change the level."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    printer = structlog.PrintLogger(file=sys.stderr)  # one for every logger: it holds no state
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -33,6 +34,6 @@ def configure_logging(level: str, log_format: Literal["auto", "json", "console"]
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_: printer,
         cache_logger_on_first_use=False,
     )

@@ -21,7 +21,8 @@ of the request JSON, never quoted in an error message.
 
 The children are started, fed and reaped by a small helper process (``launchers.spawner``),
 so that a burst of sessions costs the daemon's event loop one message per start and one per
-exit instead of the fork itself.
+exit instead of the fork itself. Starts and exits are handled as the helper reports them (no
+task per child), and their records are queued on the journal without waiting.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import os
 import re
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,7 +46,7 @@ from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.launcher import SessionRecorder, SessionRequest
 from agentcron.launchers.spawner import describe_os_error
-from agentcron.launchers.spawner_client import SpawnedChild, SpawnerClient, SpawnError
+from agentcron.launchers.spawner_client import SpawnerClient, SpawnError
 from agentcron.models import AgentRef, RunErrorType
 
 log = structlog.get_logger(__name__)
@@ -102,22 +102,36 @@ def _listing(kind: str, names: list[str]) -> str:
     return f"declared {kind}: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
-@dataclass(slots=True, kw_only=True)
 class _LocalSession:
-    """A child process the launcher started and has not seen finish yet."""
+    """One child process of the launcher, from its spawn request until its exit was seen.
 
-    session_id: str
-    child: SpawnedChild
-    exited: anyio.Event = field(default_factory=anyio.Event)
-    finished: anyio.Event = field(default_factory=anyio.Event)
+    The spawner client calls ``child_started`` and ``child_exited`` (a ``ChildListener``) from
+    the event loop as the helper reports them.
+    """
+
+    __slots__ = ("exited", "launcher", "pid", "request", "session_id")
+
+    def __init__(self, launcher: CommandLauncher, session_id: str, request: SessionRequest) -> None:
+        self.launcher = launcher
+        self.session_id = session_id
+        self.request = request
+        self.pid = 0
+        self.exited = anyio.Event()
+
+    def child_started(self, pid: int) -> None:
+        self.pid = pid
+        self.launcher._started(self)
+
+    def child_exited(self, status: int | None) -> None:
+        self.launcher._exited(self, status)
 
 
 class CommandLauncher:
     """Runs each session as a local child process (SPEC §6, ``command``).
 
-    Must be entered (``async with``) before ``create_session``: it owns the task group in
-    which one watcher per child waits for its exit and records it. Leaving the context stops
-    every running session (SIGTERM, then SIGKILL after ``stop_grace`` seconds).
+    Must be entered (``async with``) before ``create_session``: it owns the task group of the
+    spawner client (which reads the helper's reports). Leaving the context stops every running
+    session (SIGTERM, then SIGKILL after ``stop_grace`` seconds).
     """
 
     def __init__(
@@ -238,22 +252,20 @@ class CommandLauncher:
             "AGENTCRON_RUN_ID": request.run_id,
         }
         stdin_data = self._stdin_json(request, session_id)
+        session = _LocalSession(self, session_id, request)
         self._active += 1
         self._spawning += 1
         try:
-            # Shielded: once the child runs it must be registered and watched.
+            # Shielded: once the child runs it must be registered (``_started``) and watched.
             with anyio.CancelScope(shield=True):
-                child = await self._start_child(
+                pid = await self._start_child(
                     self._spawner,
                     agent=agent,
                     environment=environment,
                     env=env,
-                    session_id=session_id,
+                    session=session,
                     data=stdin_data,
                 )
-                session = _LocalSession(session_id=session_id, child=child)
-                self._running[session_id] = session
-                self._task_group.start_soon(self._watch, session, request)
         except BaseException:
             self._active -= 1
             raise
@@ -267,7 +279,7 @@ class CommandLauncher:
             deployment_id=request.deployment_id,
             run_id=request.run_id,
             agent_id=agent.id,
-            pid=child.pid,
+            pid=pid,
         )
         return session_id
 
@@ -297,7 +309,7 @@ class CommandLauncher:
                 log.warning("session_killed", session_id=session.session_id)
                 self._signal(session, signal.SIGKILL)
         for session in sessions:
-            await session.finished.wait()
+            await session.exited.wait()
 
     # -- creation steps --------------------------------------------------------------------
 
@@ -381,9 +393,9 @@ class CommandLauncher:
         agent: AgentDecl,
         environment: EnvironmentDecl,
         env: dict[str, str],
-        session_id: str,
+        session: _LocalSession,
         data: bytes,
-    ) -> SpawnedChild:
+    ) -> int:
         """Have the spawner create the session log, start the child and write its stdin."""
         try:
             if not self._sessions_dir_ready:
@@ -394,8 +406,9 @@ class CommandLauncher:
                 argv=agent.argv,
                 cwd=None if environment.cwd is None else str(environment.cwd),
                 env=env,
-                log_path=self._sessions_dir / f"{session_id}.log",
+                log_path=self._sessions_dir / f"{session.session_id}.log",
                 stdin=data,
+                listener=session,
             )
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
@@ -413,51 +426,41 @@ class CommandLauncher:
             f"cannot create the session log in {self._sessions_dir}: {reason}",
         )
 
-    # -- the life of a child ---------------------------------------------------------------
+    # -- the life of a child (called by ``_LocalSession`` from the event loop) -------------
 
-    async def _watch(self, session: _LocalSession, request: SessionRequest) -> None:
-        """Wait for the child's exit and record both ends of the session.
+    def _started(self, session: _LocalSession) -> None:
+        self._running[session.session_id] = session
+        request = session.request
+        self._record(
+            "session_started",
+            session_id=session.session_id,
+            run_id=request.run_id,
+            deployment_id=request.deployment_id,
+            pid=session.pid,
+            started_at=self._clock.now(),
+        )
 
-        Shielded: the child is only ever stopped by ``aclose``, which waits for this watcher.
-        """
-        child = session.child
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._record(
-                    "session_started",
-                    session_id=session.session_id,
-                    run_id=request.run_id,
-                    deployment_id=request.deployment_id,
-                    pid=child.pid,
-                    started_at=self._clock.now(),
-                )
-                await child.exited.wait()
-                self._running.pop(session.session_id, None)
-                self._active -= 1
-                session.exited.set()
-                if child.status is None:
-                    log.warning("session_exit_unknown", session_id=session.session_id)
-                    return
-                log.debug("session_ended", session_id=session.session_id, exit_status=child.status)
-                await self._record(
-                    "session_ended",
-                    session_id=session.session_id,
-                    exit_status=child.status,
-                    ended_at=self._clock.now(),
-                )
-            finally:
-                if not session.exited.is_set():
-                    self._running.pop(session.session_id, None)
-                    self._active -= 1
-                    session.exited.set()
-                session.finished.set()
+    def _exited(self, session: _LocalSession, status: int | None) -> None:
+        self._running.pop(session.session_id, None)
+        self._active -= 1
+        session.exited.set()
+        if status is None:
+            log.warning("session_exit_unknown", session_id=session.session_id)
+            return
+        log.debug("session_ended", session_id=session.session_id, exit_status=status)
+        self._record(
+            "session_ended",
+            session_id=session.session_id,
+            exit_status=status,
+            ended_at=self._clock.now(),
+        )
 
-    async def _record(self, event: str, **fields: Any) -> None:
+    def _record(self, event: str, **fields: Any) -> None:
         if self._recorder is None:
             return
         method = getattr(self._recorder, event)
         try:
-            await method(**fields)
+            method(**fields)
         except Exception as exc:  # a journal failure must not orphan the child
             log.error(
                 "session_record_failed",
@@ -469,7 +472,7 @@ class CommandLauncher:
     @staticmethod
     def _signal(session: _LocalSession, signum: signal.Signals) -> None:
         try:
-            os.killpg(session.child.pid, signum)
+            os.killpg(session.pid, signum)
         except ProcessLookupError:
             return
         except OSError as exc:

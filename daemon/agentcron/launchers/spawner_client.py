@@ -1,22 +1,25 @@
 """The daemon's side of the session spawner (the helper process in ``launchers.spawner``).
 
-``SpawnerClient.spawn`` sends one request and waits for the helper's answer; a reader task per
-helper dispatches answers and exit reports as they arrive. The helper is started on the first
-spawn. If it dies (someone killed it), requests waiting for an answer fail with ``SpawnError``,
-the exits of its children are reported as unknown (``status`` None), and the next spawn starts
-a new helper.
+``SpawnerClient.spawn`` sends one request and waits for the helper's answer. The helper's
+socket has a standing reader callback on the event loop, which dispatches answers and exit
+reports as they arrive, straight to the ``ChildListener`` each spawn names (no task per child).
+The helper is started on the first spawn. If it dies (someone killed it), requests waiting for
+an answer fail with ``SpawnError``, the exits of its children are reported as unknown
+(``status`` None), and the next spawn starts a new helper.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -28,6 +31,7 @@ from agentcron.launchers.spawner import FrameReader, describe_os_error, encode_f
 
 log = structlog.get_logger(__name__)
 
+_T = TypeVar("_T")
 _READ_SIZE = 1 << 16
 _EXIT_WAIT = 5.0  # seconds a helper whose socket closed gets to exit before it is killed
 
@@ -41,23 +45,26 @@ class SpawnError(Exception):
         self.reason = reason
 
 
-class SpawnedChild:
-    """A child the helper started; ``exited`` is set once its exit was reported."""
+class ChildListener(Protocol):
+    """Told, from the event loop, what becomes of one spawned child (in this order)."""
 
-    __slots__ = ("exited", "pid", "status")
+    def child_started(self, pid: int) -> None:
+        """The child runs as ``pid`` (called before ``spawn`` returns)."""
+        ...
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.exited = anyio.Event()
-        self.status: int | None = None  # None after ``exited``: the helper died first
+    def child_exited(self, status: int | None) -> None:
+        """It exited with ``status`` (negative: killed by that signal); ``None``: unknown, the
+        helper died first."""
+        ...
 
 
 class _Pending:
-    __slots__ = ("child", "done", "error")
+    __slots__ = ("done", "error", "listener", "pid")
 
-    def __init__(self) -> None:
+    def __init__(self, listener: ChildListener) -> None:
         self.done = anyio.Event()
-        self.child: SpawnedChild | None = None
+        self.listener = listener
+        self.pid = 0
         self.error: SpawnError | None = None
 
 
@@ -69,25 +76,38 @@ class _Helper:
         self.sock = sock
         self.reader = FrameReader()
         self.pending: dict[int, _Pending] = {}
-        self.children: dict[int, SpawnedChild] = {}
+        self.children: dict[int, ChildListener] = {}
         self.outgoing = bytearray()
+        self.closed = anyio.Event()  # its socket reached the end (or failed)
         self.finished = anyio.Event()
+
+    def readable(self) -> None:
+        """The loop's reader callback: take what arrived and dispatch it."""
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed.set()
+            return
+        self.dispatch(data)
 
     def dispatch(self, data: bytes) -> None:
         for message, _payload in self.reader.feed(data):
             if "exit" in message:
-                child = self.children.pop(message["exit"], None)
-                if child is not None:
-                    child.status = message["status"]
-                    child.exited.set()
+                listener = self.children.pop(message["exit"], None)
+                if listener is not None:
+                    _tell(listener.child_exited, message["status"])
                 continue
             pending = self.pending.pop(message["id"], None)
             if pending is None:
                 continue
             if "pid" in message:
-                child = SpawnedChild(message["pid"])
-                self.children[child.pid] = child
-                pending.child = child
+                pending.pid = message["pid"]
+                self.children[pending.pid] = pending.listener
+                _tell(pending.listener.child_started, pending.pid)
             else:
                 pending.error = SpawnError(message["stage"], message["reason"])
             pending.done.set()
@@ -98,12 +118,20 @@ class _Helper:
             pending.error = SpawnError("exec", "the session spawner exited")
             pending.done.set()
         self.pending.clear()
-        orphans = len(self.children)
-        for child in self.children.values():
-            child.exited.set()
+        orphans = list(self.children.values())
         self.children.clear()
+        for listener in orphans:
+            _tell(listener.child_exited, None)
         self.sock.close()
-        return orphans
+        return len(orphans)
+
+
+def _tell(callback: Callable[[_T], None], value: _T) -> None:
+    """Call a listener; its failure is logged, so the frames after it are still dispatched."""
+    try:
+        callback(value)
+    except Exception:
+        log.exception("spawn_listener_failed")
 
 
 class SpawnerClient:
@@ -123,13 +151,15 @@ class SpawnerClient:
         env: Mapping[str, str],
         log_path: Path,
         stdin: bytes,
-    ) -> SpawnedChild:
-        """Start ``argv``; raise ``SpawnError`` when its log or the program cannot be started."""
+        listener: ChildListener,
+    ) -> int:
+        """Start ``argv`` and return its pid; raise ``SpawnError`` when its log or the program
+        cannot be started. ``listener`` hears of its start and, later, of its exit."""
         if self._closing:
             raise SpawnError("exec", "the session spawner is stopping")
         helper = self._helper or self._start()
         request_id = next(self._ids)
-        pending = _Pending()
+        pending = _Pending(listener)
         helper.pending[request_id] = pending
         request = {"id": request_id, "argv": list(argv), "cwd": cwd, "env": dict(env)}
         request["log"] = str(log_path)
@@ -137,8 +167,7 @@ class SpawnerClient:
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
-        assert pending.child is not None
-        return pending.child
+        return pending.pid
 
     async def aclose(self) -> None:
         """Close the helper's socket and wait for it to exit (killed after a grace)."""
@@ -204,19 +233,12 @@ class SpawnerClient:
             helper.outgoing.clear()
 
     async def _read(self, helper: _Helper) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(helper.sock.fileno(), helper.readable)
         try:
-            while True:
-                await anyio.wait_readable(helper.sock)
-                try:
-                    data = helper.sock.recv(_READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                helper.dispatch(data)
+            await helper.closed.wait()
         finally:
+            loop.remove_reader(helper.sock.fileno())
             if self._helper is helper:
                 self._helper = None
             orphans = helper.lost()
