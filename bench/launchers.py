@@ -21,12 +21,10 @@ import json
 import logging
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import anyio
 import structlog
@@ -37,6 +35,7 @@ from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
 from agentcron.launcher import SessionRequest
 from agentcron.launchers import CommandLauncher, ManagedAgentsLauncher
 from agentcron.models import AgentRef
+from bench.common import scratch_dir
 
 EVENTS = [{"type": "user.message", "content": [{"type": "text", "text": "benchmark"}]}]
 
@@ -106,29 +105,29 @@ async def drive(
 
 
 async def bench_command(count: int, concurrency: int) -> Result:
-    with tempfile.TemporaryDirectory(prefix="agentcron-bench-") as state:
-        declarations = Declarations(
-            agents={"agent_bench": AgentDecl(id="agent_bench", version=1, argv=("/bin/true",))},
-            environments={"env_bench": EnvironmentDecl(id="env_bench", cwd=Path(state))},
+    state = scratch_dir("agentcron-bench-")
+    declarations = Declarations(
+        agents={"agent_bench": AgentDecl(id="agent_bench", version=1, argv=("/bin/true",))},
+        environments={"env_bench": EnvironmentDecl(id="env_bench", cwd=state)},
+    )
+    launcher = CommandLauncher(
+        declarations=declarations,
+        state_dir=state,
+        max_concurrent_sessions=count + 1,
+        stop_grace=5.0,
+        clock=SystemClock(),
+    )
+    async with launcher:
+        result = await drive(
+            "command (/bin/true)",
+            lambda index: launcher.create_session(session_request(index)),
+            count,
+            concurrency,
         )
-        launcher = CommandLauncher(
-            declarations=declarations,
-            state_dir=Path(state),
-            max_concurrent_sessions=count + 1,
-            stop_grace=5.0,
-            clock=SystemClock(),
-        )
-        async with launcher:
-            result = await drive(
-                "command (/bin/true)",
-                lambda index: launcher.create_session(session_request(index)),
-                count,
-                concurrency,
-            )
-            with anyio.fail_after(60):
-                while launcher.running_sessions():  # noqa: ASYNC110 - polling a counter
-                    await anyio.sleep(0.01)
-        return result
+        with anyio.fail_after(60):
+            while launcher.running_sessions():  # noqa: ASYNC110 - polling a counter
+                await anyio.sleep(0.01)
+    return result
 
 
 async def bench_managed(count: int, concurrency: int, delay: float, *, steady: bool) -> Result:

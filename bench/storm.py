@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import math
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,7 +46,16 @@ from tests.hosted_api import HostedApi
 
 from agentcron.jitter import jitter_offset
 from agentcron.timeutil import parse_ts
-from bench.common import ProcessUsage, Row, Spread, Stopwatch, process_usage, render_rows
+from bench.common import (
+    ProcessUsage,
+    Row,
+    Spread,
+    Stopwatch,
+    file_create_us,
+    process_usage,
+    render_rows,
+    scratch_dir,
+)
 
 LauncherName = Literal["command", "managed_agents"]
 CONNECTIONS = 16
@@ -70,6 +79,7 @@ class StormResult:
     spawner_cpu_s: float  # the command launcher's helper process (nan: none ran)
     spawner_hwm_mb: float
     minute: str
+    file_create_us: float = 0.0  # one new file in the sessions directory, just before the run
 
 
 def write_storm_config(
@@ -185,28 +195,27 @@ async def run_storm(
     n: int, launcher: LauncherName, *, max_jitter: float = 10.0, profile: Path | None = None
 ) -> StormResult:
     """One storm of ``n`` deployments through ``launcher``; see the module docstring."""
-    with tempfile.TemporaryDirectory(prefix="agentcron-storm-") as tmp:
-        directory = Path(tmp)
-        async with _stand_in(launcher) as api:
-            config = write_storm_config(
-                directory,
-                launcher=launcher,
-                n=n,
-                max_jitter=max_jitter,
-                base_url=api.base_url if api else "",
-            )
-            env = {"ANTHROPIC_API_KEY": api.api_key} if api else {}
-            daemon = DaemonProcess(directory, config, env=env)
+    directory = scratch_dir("agentcron-storm-")
+    create_us = file_create_us(directory / "state" / "sessions") if launcher == "command" else 0.0
+    async with _stand_in(launcher) as api:
+        config = write_storm_config(
+            directory,
+            launcher=launcher,
+            n=n,
+            max_jitter=max_jitter,
+            base_url=api.base_url if api else "",
+        )
+        env = {"ANTHROPIC_API_KEY": api.api_key} if api else {}
+        daemon = DaemonProcess(directory, config, env=env)
+        try:
             try:
-                try:
-                    await anyio.to_thread.run_sync(daemon.start)
-                except AssertionError as exc:  # no READY=1: say why the daemon did not start
-                    raise RuntimeError(
-                        f"agentcrond did not start:\n{daemon.logs()[-3000:]}"
-                    ) from exc
-                return await _measure(daemon, n, launcher, max_jitter, profile)
-            finally:
-                await anyio.to_thread.run_sync(daemon.close)
+                await anyio.to_thread.run_sync(daemon.start)
+            except AssertionError as exc:  # no READY=1: say why the daemon did not start
+                raise RuntimeError(f"agentcrond did not start:\n{daemon.logs()[-3000:]}") from exc
+            result = await _measure(daemon, n, launcher, max_jitter, profile)
+        finally:
+            await anyio.to_thread.run_sync(daemon.close)
+    return dataclasses.replace(result, file_create_us=create_us)
 
 
 async def _measure(
@@ -326,6 +335,7 @@ def storm_rows(result: StormResult) -> list[Row]:
         row("daemon CPU for the minute", result.cpu_s, "s"),
         *(
             [
+                row("session log create, measured before", result.file_create_us, "µs"),
                 row("spawner CPU for the minute", result.spawner_cpu_s, "s"),
                 row("spawner RSS peak (VmHWM)", result.spawner_hwm_mb, "MB"),
             ]

@@ -7,6 +7,8 @@ import dataclasses
 import os
 import sqlite3
 import stat
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from agentcron.journal_queries import (
     runs_query,
 )
 from agentcron.journal_schema import SCHEMA_VERSION
+from agentcron.journal_writer import GroupCommitWriter, WriteOp
 from agentcron.models import AgentRef, Deployment, Schedule, TriggerType
 from agentcron.pagination import Position
 
@@ -156,6 +159,60 @@ async def test_group_commit_batches_concurrent_writes(journal: Journal) -> None:
     transactions = journal.transactions - before
     assert 1 <= transactions < 20
     assert (await journal.latest_scheduled_at())[deployment.id] == T0 + timedelta(minutes=199)
+
+
+@dataclasses.dataclass(eq=False)
+class _TimedOp(WriteOp):
+    """Records when its transaction applied it and which transaction that was."""
+
+    hold: float = 0.0
+    began: float = 0.0
+    transaction: int = 0
+
+    @classmethod
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[_TimedOp]) -> None:
+        began = time.monotonic()
+        for op in ops:
+            op.began = began
+            op.transaction = id(ops)
+        time.sleep(max(op.hold for op in ops))
+
+
+async def _paced_writer(tmp_path: Path, pace: float) -> GroupCommitWriter:
+    conn = sqlite3.connect(tmp_path / "paced.db", isolation_level=None, check_same_thread=False)
+    writer = GroupCommitWriter(conn, pace=pace)
+    writer.start()
+    return writer
+
+
+async def test_a_burst_is_paced_into_one_later_transaction(tmp_path: Path) -> None:
+    """Writes queued while a transaction commits wait for the pace, then commit together."""
+    writer = await _paced_writer(tmp_path, pace=0.3)
+    try:
+        first = _TimedOp(hold=0.05)
+        burst = [_TimedOp() for _ in range(5)]
+
+        async def later() -> None:
+            await asyncio.sleep(0.01)  # while ``first`` is committing
+            await asyncio.gather(*(writer.submit(op) for op in burst))
+
+        await asyncio.gather(writer.submit(first), later())
+        assert len({op.transaction for op in burst}) == 1
+        assert burst[0].began - first.began >= 0.3
+    finally:
+        await writer.close()
+
+
+async def test_sequential_writes_are_not_paced(tmp_path: Path) -> None:
+    """A write that finds the writer idle commits at once, however recent the last one."""
+    writer = await _paced_writer(tmp_path, pace=5.0)
+    try:
+        started = time.monotonic()
+        for _ in range(3):
+            await writer.submit(_TimedOp())
+        assert time.monotonic() - started < 2.5
+    finally:
+        await writer.close()
 
 
 async def test_a_failing_write_fails_alone_within_its_batch(journal: Journal) -> None:

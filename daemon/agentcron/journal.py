@@ -46,6 +46,8 @@ from agentcron.models import (
 from agentcron.timeutil import from_micros, to_micros
 
 BUSY_TIMEOUT_MS = 5000
+GROUP_COMMIT_PACE = 0.002
+"""Seconds between the starts of transactions in a write burst (see ``GroupCommitWriter``)."""
 RECOVERED_MESSAGE = "daemon stopped before session creation was confirmed"
 
 _INSERT_DEPLOYMENT = (
@@ -130,7 +132,7 @@ class Journal(JournalQueries):
     ) -> None:
         super().__init__(reader_conn)
         self.path = path
-        self._writer = GroupCommitWriter(writer_conn)
+        self._writer = GroupCommitWriter(writer_conn, pace=GROUP_COMMIT_PACE)
         self._claims: dict[str, ClaimInfo] = {}
 
     @classmethod
