@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -24,10 +25,15 @@ def scratch_dir(prefix: str) -> Path:
     project's development machine) the inode allocator skips inodes freed in the last one to
     five minutes, so right after 10,000 session logs were deleted every new file costs a scan
     of them (measured: 18 µs per create before, 250-650 µs after). Deferring the deletions
-    keeps one storm from paying for the previous one's clean-up.
+    keeps one storm from paying for the previous one's clean-up. With ``AGENTCRON_BENCH_KEEP=1``
+    the directories are kept (and named on stderr), to read the daemon's log and session logs
+    afterwards, or to run benchmarks back to back without any deletion in between.
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    atexit.register(functools.partial(shutil.rmtree, path, ignore_errors=True))
+    if os.environ.get("AGENTCRON_BENCH_KEEP") == "1":
+        atexit.register(print, f"kept {path}", file=sys.stderr)
+    else:
+        atexit.register(functools.partial(shutil.rmtree, path, ignore_errors=True))
     return path
 
 

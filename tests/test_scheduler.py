@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -429,7 +430,7 @@ async def test_a_change_after_the_read_ahead_is_what_the_fire_sends(tmp_path: Pa
         deployment = await rig.service.create(deployment_body())
         await rig.clock.advance(59)  # 11:59:59: noon is within the read-ahead horizon
         await rig.service.create(deployment_body("0 3 * * *"))  # wakes the loop
-        read_ahead = rig.scheduler._firing._read_ahead
+        read_ahead = rig.scheduler._firing._known
         await eventually(lambda: deployment.id in read_ahead, "read ahead", interval=0.001)
         events = [{"type": "user.message", "content": [{"type": "text", "text": "v2"}]}]
         await rig.service.update(deployment.id, {"initial_events": events})
@@ -447,9 +448,59 @@ async def test_a_change_while_reading_ahead_discards_that_deployment_copy(
         changed = await rig.service.create(deployment_body())
         kept = await rig.service.create(deployment_body())
         firing = rig.scheduler._firing
+        firing._known.clear()  # as after a restart: nothing is known yet
         firing.read_ahead([changed.id, kept.id], rig.tg)
         await anyio.lowlevel.checkpoint()  # the read task starts and waits for its query
         assert firing._changed_while_reading is not None
-        firing.forget(changed.id)  # what the change listener does after a commit
+        newer = dataclasses.replace(changed, name="renamed")
+        firing.remember(newer)  # what the change listener does after a commit
         await eventually(lambda: not firing._reading, "read-ahead done", interval=0.001)
-        assert set(firing._read_ahead) == {kept.id}
+        assert firing._known == {changed.id: newer, kept.id: kept}
+
+
+def _count_reads(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The deployment ids the fire path reads from the journal from now on."""
+    reads: list[str] = []
+    get_one, get_many = journal.get_deployment, journal.get_deployments
+
+    async def one(deployment_id: str) -> Any:
+        reads.append(deployment_id)
+        return await get_one(deployment_id)
+
+    async def many(deployment_ids: Any) -> Any:
+        reads.extend(deployment_ids)
+        return await get_many(deployment_ids)
+
+    monkeypatch.setattr(journal, "get_deployment", one)
+    monkeypatch.setattr(journal, "get_deployments", many)
+    return reads
+
+
+async def test_deployments_known_since_start_fire_without_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created or fired once: the kept copy serves every later fire; a restart reads once."""
+    path = tmp_path / "journal.db"
+    async with scheduler_rig(path) as rig:
+        created = await rig.service.create(deployment_body("* * * * *"))
+        reads = _count_reads(rig.journal, monkeypatch)
+        await rig.advance_to(START + timedelta(minutes=3), step=30)
+        assert len(await rig.runs(created.id)) == 3
+        assert reads == []
+    async with scheduler_rig(path, start=START + timedelta(minutes=3)) as rig:
+        reads = _count_reads(rig.journal, monkeypatch)
+        await rig.advance_to(START + timedelta(minutes=6), step=30)
+        assert len(await rig.runs(created.id)) == 6
+        assert reads == [created.id]  # the first fire after the restart, then the copy
+
+
+async def test_the_kept_copies_are_bounded_least_recently_used_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agentcron.firing._KNOWN_MAX", 3)
+    async with scheduler_rig(tmp_path / "journal.db") as rig:
+        made = [await rig.service.create(deployment_body()) for _ in range(3)]
+        firing = rig.scheduler._firing
+        assert await firing._deployment(made[0].id) == made[0]  # used: now the newest
+        newer = await rig.service.create(deployment_body())
+        assert list(firing._known) == [made[2].id, made[0].id, newer.id]

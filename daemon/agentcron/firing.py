@@ -6,12 +6,14 @@ committed *before* the launcher is called, and completed after, so a daemon kill
 leaves an open claim that the next start completes as ``service_unavailable`` instead of
 creating the session a second time.
 
-The loop announces fires a moment before they are due (``read_ahead``): their deployments are
-read in one query and kept until the fire takes them, so a due fire goes straight to its
-claim. Every committed change of a deployment drops its copy (``forget``, called by the
-scheduler's change listener, also for changes that land while a read is in flight), and a fire
-whose copy is missing reads the journal itself; either way the copy a fire uses is the
-journal's current one, re-checked before the claim.
+Fires take their deployments from a bounded in-memory copy of the journal's (``_known``,
+oldest-used evicted first): every committed change of a deployment replaces its copy
+(``remember``, called by the scheduler's change listener with the committed object, also for
+changes that land while a read is in flight), so a deployment created or changed since start,
+or fired once, fires again without a read. For the others the loop announces fires a moment
+before they are due (``read_ahead``): their deployments are read in one query per batch, so a
+due fire goes straight to its claim; a fire whose copy is missing reads the journal itself.
+Either way the copy a fire uses is the journal's current one, re-checked before the claim.
 
 Shutdown (``drain``): no new claims; session creations already started get ``grace`` seconds to
 finish; the rest are cancelled and their runs completed as ``service_unavailable``. The part of a
@@ -42,7 +44,7 @@ log = structlog.get_logger("agentcron.scheduler")
 
 STOPPED_MESSAGE = "daemon stopped before session creation was confirmed"
 _READ_BATCH = 500  # deployments read ahead per query
-_READ_AHEAD_MAX = 8192  # copies kept at most (a safety bound; the loop stages fewer)
+_KNOWN_MAX = 16_384  # deployment copies kept at most (about 1-2 kB each)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +132,8 @@ class Firing:
         self._parked: deque[anyio.Event] = deque()  # one per idle worker, oldest first
         self._to_read: list[str] = []
         self._reading = False
-        self._read_ahead: dict[str, Deployment] = {}
+        self._known: dict[str, Deployment] = {}  # insertion order = least recently used first
+        self._changes_seen = 0  # ``remember`` calls so far
         self._changed_while_reading: set[str] | None = None
         self._changes = changes
         self._launches: set[anyio.CancelScope] = set()
@@ -190,17 +193,30 @@ class Firing:
             self._reading = True
             tg.start_soon(self._read_batches)
 
-    def forget(self, deployment_id: str) -> None:
-        """Drop the copy of a deployment that changed (sync; the change is committed)."""
-        self._read_ahead.pop(deployment_id, None)
+    def remember(self, deployment: Deployment) -> None:
+        """Keep the committed copy of a deployment that changed (sync)."""
+        self._mark_changed(deployment.id)
+        self._known.pop(deployment.id, None)
+        self._keep(deployment)
+
+    def _mark_changed(self, deployment_id: str) -> None:
+        self._changes_seen += 1
         if self._changed_while_reading is not None:
             self._changed_while_reading.add(deployment_id)
+
+    def _keep(self, deployment: Deployment) -> None:
+        known = self._known
+        known[deployment.id] = deployment
+        while len(known) > _KNOWN_MAX:
+            del known[next(iter(known))]
 
     async def _read_batches(self) -> None:
         try:
             while self._to_read and not self._stopping:
-                batch = self._to_read[:_READ_BATCH]
+                batch = [i for i in self._to_read[:_READ_BATCH] if i not in self._known]
                 del self._to_read[:_READ_BATCH]
+                if not batch:
+                    continue
                 changed: set[str] = set()
                 self._changed_while_reading = changed
                 try:
@@ -210,20 +226,24 @@ class Firing:
                     continue
                 finally:
                     self._changed_while_reading = None
-                if len(self._read_ahead) + len(found) > _READ_AHEAD_MAX:
-                    self._read_ahead.clear()
                 for deployment_id, deployment in found.items():
                     if deployment_id not in changed:
-                        self._read_ahead[deployment_id] = deployment
+                        self._known.pop(deployment_id, None)
+                        self._keep(deployment)
         finally:
             self._reading = False
 
     async def _deployment(self, deployment_id: str) -> Deployment | None:
-        """The journal's current copy: the one read ahead if still valid, else read now."""
-        deployment = self._read_ahead.pop(deployment_id, None)
+        """The journal's current copy: the one kept if there is one, else read now."""
+        deployment = self._known.pop(deployment_id, None)
         if deployment is not None:
+            self._keep(deployment)  # now the most recently used
             return deployment
-        return await self._journal.get_deployment(deployment_id)
+        changes = self._changes_seen
+        deployment = await self._journal.get_deployment(deployment_id)
+        if deployment is not None and self._changes_seen == changes:
+            self._keep(deployment)  # no change landed during the read: it is current
+        return deployment
 
     async def _fire_scheduled(self, due: DueFire) -> None:
         try:

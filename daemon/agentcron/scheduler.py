@@ -146,7 +146,7 @@ class Scheduler:
 
     def deployment_changed(self, deployment: Deployment) -> None:
         """Apply a committed change to the heap at once and wake the loop (sync, cheap)."""
-        self._firing.forget(deployment.id)
+        self._firing.remember(deployment)
         if not self._started:
             self._early[deployment.id] = deployment
             return
@@ -402,7 +402,6 @@ class Scheduler:
         assert scheduled_at is not None
         fire_at_us = entry.fire_at_us
         if now_us - fire_at_us > self._grace_us:
-            self._firing.forget(entry.deployment_id)
             self._firing.stats.missed += 1
             log.warning(
                 "occurrence_missed",
