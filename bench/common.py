@@ -104,6 +104,14 @@ def process_usage(pid: int) -> ProcessUsage:
     )
 
 
+def host_steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this machine's cores since boot (``steal`` in
+    ``/proc/stat``; 0 on bare metal). The difference over a run says how much of the machine
+    other tenants had meanwhile."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / _CLOCK_TICKS if len(fields) > 8 else math.nan
+
+
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
 

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bench.common import Row, Spread, process_usage, render_rows
+from bench.common import Row, Spread, host_steal_s, process_usage, render_rows
 
 MISFIRE_GRACE = 60
 MARGIN = 2.0  # seconds between the end of setup and the measured minute
@@ -54,6 +54,7 @@ class PeerResult:
     hwm_mb: float
     cpu_s: float
     minute: str
+    steal_s: float = 0.0  # CPU the hypervisor took from both cores during the run
 
 
 # --- the worker process ---------------------------------------------------------------------
@@ -181,6 +182,7 @@ def process_usage_self() -> dict[str, float]:
 
 def run_peer(n: int, *, max_jitter: float = 10.0) -> PeerResult:
     """Run the APScheduler storm of ``n`` jobs in a fresh subprocess and return its numbers."""
+    steal_before = host_steal_s()
     with tempfile.TemporaryDirectory(prefix="agentcron-peer-") as directory:
         completed = subprocess.run(
             [
@@ -204,7 +206,7 @@ def run_peer(n: int, *, max_jitter: float = 10.0) -> PeerResult:
         raise RuntimeError(f"the APScheduler worker failed:\n{completed.stderr[-4000:]}")
     data = json.loads(completed.stdout.strip().splitlines()[-1])
     data["lag_ms"] = Spread(**data["lag_ms"])
-    return PeerResult(**data)
+    return replace(PeerResult(**data), steal_s=host_steal_s() - steal_before)
 
 
 def peer_rows(result: PeerResult) -> list[Row]:
@@ -223,6 +225,7 @@ def peer_rows(result: PeerResult) -> list[Row]:
         row("runs / missed", f"{result.runs}/{result.missed}"),
         row("RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("CPU (whole run)", result.cpu_s, "s"),
+        row("host steal, both cores, whole run", result.steal_s, "s"),
     ]
 
 

@@ -52,6 +52,7 @@ from bench.common import (
     Spread,
     Stopwatch,
     file_create_us,
+    host_steal_s,
     process_usage,
     render_rows,
     scratch_dir,
@@ -80,6 +81,7 @@ class StormResult:
     spawner_hwm_mb: float
     minute: str
     file_create_us: float = 0.0  # one new file in the sessions directory, just before the run
+    steal_s: float = 0.0  # CPU the hypervisor took from both cores over the same window as cpu_s
 
 
 def write_storm_config(
@@ -231,6 +233,7 @@ async def _measure(
     last_due = max(minute + timedelta(seconds=jitter_offset(i, max_jitter)) for i in ids)
     await _sleep_until(minute - timedelta(seconds=1))
     before = process_usage(daemon.pid)
+    steal_before = host_steal_s()
     profiler = _start_profiler(daemon.pid, profile, max_jitter + 10) if profile else None
     tail = LogTail(daemon.log_path)
     deadline = last_due + timedelta(seconds=SETTLE)
@@ -242,6 +245,7 @@ async def _measure(
         if len(mine) >= n:
             break
     after = process_usage(daemon.pid)
+    steal = host_steal_s() - steal_before
     spawner = _spawner_usage(daemon.pid)
     if profiler is not None:
         await anyio.to_thread.run_sync(profiler.wait)
@@ -269,6 +273,7 @@ async def _measure(
         rss_mb=after.rss_mb,
         hwm_mb=after.hwm_mb,
         cpu_s=after.cpu_s - before.cpu_s,
+        steal_s=steal,
         spawner_cpu_s=spawner.cpu_s,
         spawner_hwm_mb=spawner.hwm_mb,
         minute=minute.isoformat(),
@@ -333,6 +338,7 @@ def storm_rows(result: StormResult) -> list[Row]:
         row("run errors", errors),
         row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("daemon CPU for the minute", result.cpu_s, "s"),
+        row("host steal, both cores, same window", result.steal_s, "s"),
         *(
             [
                 row("session log create, measured before", result.file_create_us, "µs"),
