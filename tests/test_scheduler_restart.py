@@ -201,7 +201,9 @@ async def test_ten_thousand_deployments_due_at_the_same_instant_all_fire_exactly
                 await clock.advance(60)
                 await scheduler.idle()
                 # 20,000 writes (claims + completions), group-committed in far fewer transactions
-                assert journal.transactions - transactions < count // 10
+                # (over 20 writes per transaction where commits take milliseconds; on a RAM disk,
+                # where they take microseconds, the writer's 2 ms pace still gathers about 17)
+                assert journal.transactions - transactions < count // 5
                 await clock.advance(3600)  # nothing fires twice
                 await scheduler.idle()
                 tg.cancel_scope.cancel()
