@@ -571,3 +571,31 @@ async def test_requests_of_any_size_reach_stdin_whole(
         )
         assert (await recorder.wait_ended(session_id))["exit_status"] == 0
     assert int(log_path(tmp_path, session_id).read_text()) > size
+
+
+def test_the_helper_answers_a_start_without_descriptors_with_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No descriptors left for the stdin pipe: that start fails; the helper leaks none, lives on."""
+    import errno
+    import socket
+
+    from agentcron.launchers.spawner import Spawner
+
+    ours, theirs = socket.socketpair()
+    spawner = Spawner(theirs)
+    log = tmp_path / "sesn_x.log"
+    request = {"id": 7, "argv": ["/bin/true"], "cwd": None, "env": {}, "log": str(log)}
+
+    def no_descriptors(flags: int) -> tuple[int, int]:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    open_before = len(os.listdir("/proc/self/fd"))
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "pipe2", no_descriptors)
+        answer = spawner._spawn(request, b"{}\n")
+    assert answer == {"id": 7, "stage": "exec", "reason": os.strerror(errno.EMFILE)}
+    assert not log.exists()
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    ours.close()
+    theirs.close()

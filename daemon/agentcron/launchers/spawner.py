@@ -177,17 +177,20 @@ class Spawner:
             log_fd = os.open(log_path, _LOG_FLAGS, 0o600)
         except OSError as exc:
             return {"id": request_id, "stage": "log", "reason": exc.strerror or type(exc).__name__}
-        stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
-        try:
+        stdin_read = stdin_write = -1
+        try:  # out of descriptors is a failed start, never the helper's end
+            stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
             pid = self._start(request["argv"], request["cwd"], request["env"], stdin_read, log_fd)
         except (OSError, ValueError, TypeError) as exc:
-            os.close(stdin_write)
+            if stdin_write >= 0:
+                os.close(stdin_write)
             with contextlib.suppress(OSError):
                 os.unlink(log_path)
             reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
             return {"id": request_id, "stage": "exec", "reason": reason}
         finally:
-            os.close(stdin_read)
+            if stdin_read >= 0:
+                os.close(stdin_read)
             os.close(log_fd)
         try:
             pidfd: int | None = os.pidfd_open(pid)
