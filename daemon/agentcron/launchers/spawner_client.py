@@ -89,7 +89,8 @@ class _Helper:
             return
         except OSError:
             data = b""
-        if not data:
+        if not data:  # stop at once: a socket at its end stays readable
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.closed.set()
             return
         self.dispatch(data)
@@ -238,7 +239,7 @@ class SpawnerClient:
         try:
             await helper.closed.wait()
         finally:
-            loop.remove_reader(helper.sock.fileno())
+            loop.remove_reader(helper.sock.fileno())  # when cancelled before the end
             if self._helper is helper:
                 self._helper = None
             orphans = helper.lost()
