@@ -196,7 +196,6 @@ class Firing:
     def remember(self, deployment: Deployment) -> None:
         """Keep the committed copy of a deployment that changed (sync)."""
         self._mark_changed(deployment.id)
-        self._known.pop(deployment.id, None)
         self._keep(deployment)
 
     def _mark_changed(self, deployment_id: str) -> None:
@@ -205,7 +204,9 @@ class Firing:
             self._changed_while_reading.add(deployment_id)
 
     def _keep(self, deployment: Deployment) -> None:
+        """Store ``deployment`` as the most recently used copy; evict the oldest beyond the cap."""
         known = self._known
+        known.pop(deployment.id, None)
         known[deployment.id] = deployment
         while len(known) > _KNOWN_MAX:
             del known[next(iter(known))]
@@ -228,7 +229,6 @@ class Firing:
                     self._changed_while_reading = None
                 for deployment_id, deployment in found.items():
                     if deployment_id not in changed:
-                        self._known.pop(deployment_id, None)
                         self._keep(deployment)
         finally:
             self._reading = False
