@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import functools
 import json
 import math
@@ -80,8 +79,8 @@ class StormResult:
     spawner_cpu_s: float  # the command launcher's helper process (nan: none ran)
     spawner_hwm_mb: float
     minute: str
-    file_create_us: float = 0.0  # one new file in the sessions directory, just before the run
-    steal_s: float = 0.0  # CPU the hypervisor took from both cores over the same window as cpu_s
+    file_create_us: float  # one new file in the sessions directory, just before the run
+    steal_s: float  # CPU the hypervisor took from both cores over the same window as cpu_s
 
 
 def write_storm_config(
@@ -214,10 +213,9 @@ async def run_storm(
                 await anyio.to_thread.run_sync(daemon.start)
             except AssertionError as exc:  # no READY=1: say why the daemon did not start
                 raise RuntimeError(f"agentcrond did not start:\n{daemon.logs()[-3000:]}") from exc
-            result = await _measure(daemon, n, launcher, max_jitter, profile)
+            return await _measure(daemon, n, launcher, max_jitter, profile, create_us=create_us)
         finally:
             await anyio.to_thread.run_sync(daemon.close)
-    return dataclasses.replace(result, file_create_us=create_us)
 
 
 async def _measure(
@@ -226,6 +224,8 @@ async def _measure(
     launcher: LauncherName,
     max_jitter: float,
     profile: Path | None,
+    *,
+    create_us: float,
 ) -> StormResult:
     with Stopwatch() as creating:
         ids = await create_deployments(daemon.socket_path, n)
@@ -274,6 +274,7 @@ async def _measure(
         hwm_mb=after.hwm_mb,
         cpu_s=after.cpu_s - before.cpu_s,
         steal_s=steal,
+        file_create_us=create_us,
         spawner_cpu_s=spawner.cpu_s,
         spawner_hwm_mb=spawner.hwm_mb,
         minute=minute.isoformat(),
