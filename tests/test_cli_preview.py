@@ -174,3 +174,25 @@ def test_runs_as_a_real_subprocess_without_a_daemon() -> None:
     assert bad.stdout == ""
     assert "day-of-month field: 'L' (last) is not supported" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_table_says_when_either_day_field_matches(capsys: pytest.CaptureFixture[str]) -> None:
+    """`*/2` restricts day-of-month: the table says the OR rule applies and shows odd days too."""
+    code, out, _ = run(
+        capsys, "0 0 */2 * 1", "--timezone", "UTC", "--from", "2026-05-01T00:00:00Z",
+        "--count", "3",
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[1] == (
+        "days: day-of-month OR day-of-week (both are restricted; only a bare * is not)"
+    )
+    assert [line[:10] for line in lines[3:]] == ["2026-05-03", "2026-05-04", "2026-05-05"]
+
+
+def test_table_has_no_day_rule_line_when_a_day_field_is_a_bare_star(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`0 0 * * 1` is Mondays only (AND rule): no OR line."""
+    _, out, _ = run(capsys, "0 0 * * 1", "--timezone", "UTC", "--count", "1")
+    assert "day-of-month OR" not in out

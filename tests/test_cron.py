@@ -73,18 +73,20 @@ def test_a_plain_expression_has_every_field_set() -> None:
         ("0 0 1 * *", True, False),
         ("0 0 * * 1", False, True),
         ("0 0 1 * 1", True, True),
-        ("0 0 */1 * 1", False, True),
-        ("0 0 */2 * 1", False, True),
+        ("0 0 */1 * 1", True, True),
+        ("0 0 */2 * 1", True, True),
         ("0 0 1-31 * 1", True, True),
-        ("0 0 1 * */1", True, False),
+        ("0 0 1 * */1", True, True),
+        ("0 0 * * */1", False, True),
+        ("0 0 */1 * *", True, False),
         ("0 0 1 * 0-7", True, True),
     ],
     ids=lambda value: value if isinstance(value, str) else str(value),
 )
-def test_only_fields_starting_with_star_are_unrestricted(
+def test_only_a_bare_star_leaves_a_day_field_unrestricted(
     expression: str, dom_restricted: bool, dow_restricted: bool
 ) -> None:
-    """As in Vixie cron, `*` and `*/n` leave a day field unrestricted; `1-31` or `0-7` do not."""
+    """SPEC §3: only `*` itself is unrestricted; `*/1`, `*/n`, `1-31` and `0-7` restrict."""
     cron = parse_cron(expression)
     assert (cron.dom_restricted, cron.dow_restricted) == (dom_restricted, dow_restricted)
 
@@ -96,10 +98,13 @@ def test_only_fields_starting_with_star_are_unrestricted(
         ("0 0 13 * 5", (2026, 5, 1), True),  # OR rule: Friday matches although the 1st is not 13
         ("0 0 13 * 5", (2026, 5, 13), True),  # OR rule: the 13th matches although not Friday
         ("0 0 13 * 5", (2026, 5, 4), False),
-        ("0 0 */2 * 1", (2026, 5, 4), False),  # */2 is unrestricted: AND rule, the 4th is even
+        ("0 0 */2 * 1", (2026, 5, 4), True),  # */2 restricts: OR rule, the even 4th is a Monday
         ("0 0 */2 * 1", (2026, 5, 11), True),  # odd day and Monday
-        ("0 0 */2 * 1", (2026, 5, 13), False),  # odd day but Wednesday
-        ("0 0 */1 * 1", (2026, 5, 13), False),  # */1 is unrestricted too: only Mondays
+        ("0 0 */2 * 1", (2026, 5, 13), True),  # odd day, a Wednesday
+        ("0 0 */2 * 1", (2026, 5, 12), False),  # even day, a Tuesday
+        ("0 0 */1 * 1", (2026, 5, 13), True),  # */1 restricts too: OR rule, every day
+        ("0 0 * * 1", (2026, 5, 13), False),  # bare *: AND rule, only Mondays
+        ("0 0 13 * *", (2026, 5, 4), False),  # bare *: AND rule, only the 13th
         ("0 0 1-31 * 1", (2026, 5, 13), True),  # 1-31 is restricted: OR rule, every day
         ("0 0 * * 0", (2026, 5, 3), True),  # Sunday
         ("0 0 * * 7", (2026, 5, 3), True),  # 7 is Sunday too
@@ -190,7 +195,6 @@ REJECTED = [
         r"the expression never matches: April, June, September and November have no day 31",
     ),
     ("0 0 31 * APR", r"day-of-week field: 'APR' is neither"),
-    ("0 0 31 2 */2", r"the expression never matches: February has no day 31"),
 ]
 
 
@@ -201,3 +205,42 @@ def test_rejected_expressions_name_the_field_and_the_rule(expression: str, messa
     """Unsupported or invalid expressions raise ScheduleError explaining what is wrong where."""
     with pytest.raises(ScheduleError, match=message):
         parse_cron(expression)
+
+
+def test_a_star_step_weekday_makes_a_never_matching_day_of_month_fire_on_those_weekdays() -> None:
+    """`0 0 31 2 */2`: `*/2` restricts the weekday, so Sun/Tue/Thu/Sat of February match."""
+    cron = parse_cron("0 0 31 2 */2")
+    assert cron.matches_day(2026, 2, 1)  # a Sunday
+    assert not cron.matches_day(2026, 2, 2)  # a Monday
+
+
+_DAY_OF_MONTH_SPECS = ("*", "*/1", "*/2", "*/15", "1", "30", "31", "29-31", "1-31", "15,31")
+_MONTH_SPECS = ("*", "2", "4,6", "2,4", "*/2", "FEB")
+_DAY_OF_WEEK_SPECS = ("*", "*/1", "*/3", "0", "7", "MON-FRI", "0-7", "sat")
+
+
+def _parses(expression: str) -> bool:
+    try:
+        parse_cron(expression)
+    except ScheduleError:
+        return False
+    return True
+
+
+def _parsed_under_the_star_prefix_rule(dom: str, month: str, dow: str) -> bool:
+    """The earlier rule: OR (never empty) unless a day field started with `*`, else AND."""
+    if not dom.startswith("*") and not dow.startswith("*"):
+        return True
+    return _parses(f"0 0 {dom} {month} *")  # AND: accepted when some (month, day) exists
+
+
+def test_the_bare_star_rule_rejects_nothing_the_star_prefix_rule_accepted() -> None:
+    """Every day-field combination the earlier (Vixie) rule accepted still parses."""
+    checked = 0
+    for dom in _DAY_OF_MONTH_SPECS:
+        for month in _MONTH_SPECS:
+            for dow in _DAY_OF_WEEK_SPECS:
+                if _parsed_under_the_star_prefix_rule(dom, month, dow):
+                    checked += 1
+                    assert _parses(f"0 0 {dom} {month} {dow}"), (dom, month, dow)
+    assert checked > 400

@@ -193,8 +193,7 @@ def test_fire_instants_across_dst_transitions(
     want = [parse_ts(text) for text in expected]
     start = parse_ts(after)
     assert upcoming(expression, zone, start, len(want)) == want
-    schedule = compile_schedule(expression, zone)
-    assert oracle(schedule.cron, ZoneInfo(zone), start, want[-1]) == want
+    assert oracle(expression, ZoneInfo(zone), start, want[-1]) == want
 
 
 def test_results_are_utc_and_strictly_after_the_start() -> None:
@@ -258,10 +257,60 @@ def test_or_rule_schedule_fires_on_either_day() -> None:
     assert days == [6, 13, 20, 27, 4]  # 13 Nov 2026 is itself a Friday; Dec 4 is a Friday
 
 
-def test_star_step_day_of_month_uses_the_and_rule() -> None:
-    """`0 9 */2 * MON` fires only on odd-numbered Mondays (Vixie: `*/2` is unrestricted)."""
-    got = upcoming("0 9 */2 * MON", "UTC", parse_ts("2026-05-01T00:00Z"), 3)
-    assert [(t.month, t.day) for t in got] == [(5, 11), (5, 25), (6, 1)]
+# SPEC §3's day rule across DST: a day field is unrestricted only when it is a bare `*`, so `*/n`
+# (even `*/1`) restricts it and, with the other day field restricted too, either may match.
+# (id, zone, expression, after, expected UTC instants); the comment gives the local reading.
+DAY_RULE_CASES: list[tuple[str, str, str, str, list[str]]] = [
+    # Odd days OR Mondays; Vixie cron would give only the odd Mondays (May 11, 25).
+    ("utc-odd-days-or-mondays", "UTC", "0 0 */2 * 1", "2026-05-01T00:00Z",
+     ["2026-05-03T00:00Z", "2026-05-04T00:00Z", "2026-05-05T00:00Z", "2026-05-07T00:00Z",
+      "2026-05-09T00:00Z", "2026-05-11T00:00Z"]),
+    # Lord Howe (+10:30, +11:00 from 2027-10-03 02:00 -> 02:30): 1, 16, 31 October OR Thursdays;
+    # the first match is Friday 1 October 00:00 +10:30 (Vixie cron: 2030-10-31).
+    ("lord-howe-every-minute-first-is-oct-1", "Australia/Lord_Howe", "* * */15 10 4",
+     "2027-04-01T00:00Z",
+     ["2027-09-30T13:30Z", "2027-09-30T13:31Z", "2027-09-30T13:32Z"]),
+    ("lord-howe-midnights-across-the-half-hour-shift", "Australia/Lord_Howe", "0 0 */15 10 4",
+     "2027-04-01T00:00Z",
+     ["2027-09-30T13:30Z", "2027-10-06T13:00Z", "2027-10-13T13:00Z", "2027-10-15T13:00Z",
+      "2027-10-20T13:00Z", "2027-10-27T13:00Z"]),
+    # Chisinau (EEST +03 -> EET +02 on 2027-10-31 03:00): the 4th OR Sun/Wed/Sat in Aug-Oct.
+    # Sun 1, Wed 4 (also the 4th), Sat 7, Sun 8 August; Vixie cron: only the 4th.
+    ("chisinau-4th-or-sun-wed-sat", "Europe/Chisinau", "0 9 4 8-10 */3", "2027-08-01T00:00Z",
+     ["2027-08-01T06:00Z", "2027-08-04T06:00Z", "2027-08-07T06:00Z", "2027-08-08T06:00Z"]),
+    ("chisinau-every-5-min-first-is-sunday-aug-1", "Europe/Chisinau", "*/5 * 4 8-10 */3",
+     "2027-07-31T00:00Z",
+     ["2027-07-31T21:00Z", "2027-07-31T21:05Z", "2027-07-31T21:10Z"]),
+    # Sunday 31 October is the fall-back day: 02:55 EEST, then 02:00 EET (second pass).
+    ("chisinau-every-5-min-fall-back-sunday", "Europe/Chisinau", "*/5 * 4 8-10 */3",
+     "2027-10-30T23:50Z",
+     ["2027-10-30T23:55Z", "2027-10-31T00:00Z", "2027-10-31T00:05Z"]),
+    # `*/1` in day-of-month restricts it: every day OR Sundays = every day; 02:30 on the
+    # spring-forward day (8 March) does not exist and is skipped. Vixie cron: Sundays only.
+    ("new-york-star-1-day-of-month-every-day-spring", "America/New_York", "30 2 */1 * SUN",
+     "2026-03-07T00:00Z",
+     ["2026-03-07T07:30Z", "2026-03-09T06:30Z", "2026-03-10T06:30Z"]),
+    # `*/1` in day-of-week restricts it: the 1st OR any weekday = every day; 29 March skipped.
+    # Vixie cron: the 1st only.
+    ("berlin-star-1-day-of-week-every-day-spring", "Europe/Berlin", "30 2 1 * */1",
+     "2026-03-28T00:00Z",
+     ["2026-03-28T01:30Z", "2026-03-30T00:30Z"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("zone", "expression", "after", "expected"),
+    [case[1:] for case in DAY_RULE_CASES],
+    ids=[case[0] for case in DAY_RULE_CASES],
+)
+def test_day_rule_only_a_bare_star_is_unrestricted(
+    zone: str, expression: str, after: str, expected: list[str]
+) -> None:
+    """Both day fields restricted unless a bare `*`: either matches; the oracle agrees."""
+    want = [parse_ts(text) for text in expected]
+    start = parse_ts(after)
+    assert upcoming(expression, zone, start, len(want)) == want
+    assert oracle(expression, ZoneInfo(zone), start, want[-1]) == want
 
 
 def test_preview_marks_repeated_wall_times_on_both_occurrences() -> None:

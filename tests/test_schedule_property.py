@@ -1,9 +1,11 @@
 """Property test: the schedule engine agrees with a brute-force minute-by-minute oracle.
 
-The oracle knows nothing about gaps, folds or the engine's day iteration: it walks UTC minute by
-minute, converts each minute to the zone's wall clock (zoneinfo sets ``fold`` on the second pass
-of a repeated hour) and matches the fields. Wall times that do not exist are never produced by
-that conversion, so they are skipped; repeated ones are produced twice, so they fire twice.
+The oracle knows nothing about gaps, folds, the engine's day iteration or its day rule: it decides
+the day rule from the expression's text (SPEC §3: a day field is unrestricted only when it is a
+bare ``*``), walks UTC minute by minute, converts each minute to the zone's wall clock
+(zoneinfo sets ``fold`` on the second pass of a repeated hour) and matches the fields. Wall
+times that do not exist are never produced by that conversion, so they are skipped; repeated
+ones are produced twice, so they fire twice.
 """
 
 from __future__ import annotations
@@ -37,10 +39,15 @@ ZONES = (
 MINUTE = timedelta(minutes=1)
 
 
-def oracle(
-    cron: CronExpression, zone: ZoneInfo, after: datetime, until: datetime
-) -> list[datetime]:
-    """Every UTC minute in ``(after, until]`` whose wall-clock time in ``zone`` matches ``cron``."""
+def oracle(expression: str, zone: ZoneInfo, after: datetime, until: datetime) -> list[datetime]:
+    """Every UTC minute in ``(after, until]`` whose wall-clock time in ``zone`` matches.
+
+    Only the field value sets come from the parser; whether day-of-month OR day-of-week decides
+    is read off the text: both day fields restricted means neither is a bare ``*``.
+    """
+    cron = parse_cron(expression)
+    fields = expression.split()
+    either_day = fields[2] != "*" and fields[4] != "*"
     instant = after.astimezone(UTC).replace(second=0, microsecond=0) + MINUTE
     found = []
     while instant <= until:
@@ -48,7 +55,7 @@ def oracle(
         weekday = (local.weekday() + 1) % 7  # cron: Sunday = 0
         dom = local.day in cron.days_of_month
         dow = weekday in cron.days_of_week
-        day_ok = (dom or dow) if cron.dom_restricted and cron.dow_restricted else (dom and dow)
+        day_ok = (dom or dow) if either_day else (dom and dow)
         if (
             local.second == 0
             and local.minute in cron.minutes
@@ -80,9 +87,9 @@ def transitions(zone_name: str) -> tuple[datetime, ...]:
 FIELD_CHOICES = (
     ("*", "*/15", "0", "30", "0,30", "5-10", "*/7", "45", "0-59/20", "59", "10/25"),
     ("*", "0", "1", "2", "1-3", "*/6", "23", "0,12", "2/5", "0-3", "22-23"),
-    ("*", "*", "1", "15", "1-7", "*/2", "29", "31", "30", "L"),
+    ("*", "*", "1", "15", "1-7", "*/2", "*/1", "29", "31", "30", "L", "*/15"),
     ("*", "*", "1-6", "3,10", "*/3", "2", "MAR-NOV", "apr", "oct-dec"),
-    ("*", "*", "0", "1-5", "SAT,SUN", "*/2", "7", "FRI", "thu"),
+    ("*", "*", "0", "1-5", "SAT,SUN", "*/2", "*/1", "*/3", "7", "FRI", "thu"),
 )
 
 
@@ -118,11 +125,11 @@ def test_iter_after_matches_the_minute_by_minute_oracle(
     data: st.DataObject, zone_name: str, expression: str
 ) -> None:
     """Within a window of up to 3 days the engine yields the oracle's instants, in order."""
-    cron = _compiled_or_reject(expression, zone_name)
+    _compiled_or_reject(expression, zone_name)
     after = data.draw(starts(zone_name), label="after")
     window = timedelta(minutes=data.draw(st.integers(min_value=1, max_value=3 * 1440)))
     until = after + window
-    expected = oracle(cron, ZoneInfo(zone_name), after, until)
+    expected = oracle(expression, ZoneInfo(zone_name), after, until)
     got = []
     for instant in compile_schedule(expression, zone_name).iter_after(after):
         if instant > until:
@@ -156,13 +163,28 @@ def test_next_after_and_preview_agree_with_iter_after(
 
 def test_the_oracle_itself_sees_a_repeated_and_a_skipped_hour() -> None:
     """The oracle sees New York's 01:30 twice on the fall-back day and 02:30 never in spring."""
-    cron = parse_cron("30 1,2 * * *")
     zone = ZoneInfo("America/New_York")
     fall = oracle(
-        cron, zone, datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 1, 8, tzinfo=UTC)
+        "30 1,2 * * *",
+        zone,
+        datetime(2026, 11, 1, 4, tzinfo=UTC),
+        datetime(2026, 11, 1, 8, tzinfo=UTC),
     )
     assert [t.hour for t in fall] == [5, 6, 7]  # 01:30 EDT, 01:30 EST, 02:30 EST
     spring = oracle(
-        cron, zone, datetime(2026, 3, 8, 4, tzinfo=UTC), datetime(2026, 3, 8, 9, tzinfo=UTC)
+        "30 1,2 * * *",
+        zone,
+        datetime(2026, 3, 8, 4, tzinfo=UTC),
+        datetime(2026, 3, 8, 9, tzinfo=UTC),
     )
     assert [t.hour for t in spring] == [6]  # 01:30 EST only
+
+
+def test_the_oracle_treats_only_a_bare_star_as_unrestricted() -> None:
+    """`0 0 */2 * 1`: both day fields are restricted, so odd days OR Mondays (SPEC §3)."""
+    zone = ZoneInfo("UTC")
+    found = oracle(
+        "0 0 */2 * 1", zone, datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 12, tzinfo=UTC)
+    )
+    # May 2026: the 4th and 11th are Mondays; odd days are 3, 5, 7, 9, 11.
+    assert [t.day for t in found] == [3, 4, 5, 7, 9, 11]

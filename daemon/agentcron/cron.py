@@ -9,9 +9,11 @@ Accepted per field: numbers, ``*``, ranges ``a-b``, lists ``a,b``, steps ``*/n``
 names, case-insensitive, also as range ends (``MON-FRI``). Day-of-week takes 0-7 with 0 and 7 both
 Sunday.
 
-Day matching follows Vixie cron: a day-of-month or day-of-week field that starts with ``*``
-(``*``, ``*/1``, ``*/2``) is *unrestricted*; when both fields are restricted a day matches if
-**either** matches (the POSIX OR rule), otherwise it must match both.
+Day matching follows SPEC §3: a day-of-month or day-of-week field is *unrestricted* only when it
+is a bare ``*``; anything else (``*/1``, ``*/2``, ``1-31``) restricts it. When both fields are
+restricted a day matches if **either** matches (the POSIX OR rule), otherwise it must match both.
+``CronExpression.either_day`` is the one place that decision is made. (Vixie cron differs: it
+treats any field starting with ``*`` as unrestricted.)
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class CronExpression:
     """A parsed expression: the set of values each field matches.
 
     ``days_of_week`` uses 0..6 with Sunday = 0 (a 7 in the expression is folded to 0).
-    ``dom_restricted`` / ``dow_restricted`` are False when the field starts with ``*``.
+    ``dom_restricted`` / ``dow_restricted`` are False only when the field is a bare ``*``.
     """
 
     minutes: frozenset[int]
@@ -93,13 +95,21 @@ class CronExpression:
     dom_restricted: bool
     dow_restricted: bool
 
+    @property
+    def either_day(self) -> bool:
+        """Whether a day matches on day-of-month OR day-of-week (both fields restricted).
+
+        Otherwise a day must match both (an unrestricted field matches every day anyway).
+        """
+        return self.dom_restricted and self.dow_restricted
+
     def matches_day(self, year: int, month: int, day: int) -> bool:
         """Whether the calendar day matches (month, and day-of-month / day-of-week by POSIX)."""
         if month not in self.months:
             return False
         dom = day in self.days_of_month
         dow = CRON_WEEKDAY[calendar.weekday(year, month, day)] in self.days_of_week
-        if self.dom_restricted and self.dow_restricted:
+        if self.either_day:
             return dom or dow
         return dom and dow
 
@@ -135,8 +145,8 @@ def parse_cron(expression: str) -> CronExpression:
         days_of_month=days_of_month,
         months=months,
         days_of_week=days_of_week,
-        dom_restricted=not fields[2].startswith("*"),
-        dow_restricted=not fields[4].startswith("*"),
+        dom_restricted=fields[2] != "*",
+        dow_restricted=fields[4] != "*",
     )
     _check_can_match(cron)
     return cron
@@ -230,7 +240,7 @@ def _check_can_match(cron: CronExpression) -> None:
     AND case can be empty. Every (month, day, weekday) combination recurs within the 400-year
     Gregorian cycle, so a possible (month, day) pair is enough.
     """
-    if cron.dom_restricted and cron.dow_restricted:
+    if cron.either_day:
         return
     if any(day <= _MAX_DAYS[month] for month in cron.months for day in cron.days_of_month):
         return

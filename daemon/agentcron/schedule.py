@@ -224,7 +224,7 @@ class CompiledSchedule:
         # Python's weekday() (Monday = 0) values that match; cron's Sunday = 0 is Python's 6.
         self._py_weekdays = frozenset((day - 1) % 7 for day in cron.days_of_week)
         self._dows_all = len(cron.days_of_week) == 7
-        self._or_rule = cron.dom_restricted and cron.dow_restricted
+        self._or_rule = cron.either_day
         self._times = tuple(
             (hour, minute) for hour in sorted(cron.hours) for minute in sorted(cron.minutes)
         )

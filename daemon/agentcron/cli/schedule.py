@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentcron.errors import ScheduleError
-from agentcron.schedule import Occurrence, SkippedOccurrence, preview
+from agentcron.schedule import Occurrence, SkippedOccurrence, compile_schedule, preview
 from agentcron.timeutil import format_ts, parse_ts
 
 EXIT_OK = 0
@@ -125,6 +125,10 @@ def _render(
         f"{expression!r} in {timezone}: next {fired} fire instant{'s' if fired != 1 else ''} "
         f"after {format_ts(after)} (before jitter)",
     ]
+    if compile_schedule(expression, timezone).cron.either_day:
+        lines.append(
+            "days: day-of-month OR day-of-week (both are restricted; only a bare * is not)"
+        )
     lines.extend(
         f"{utc:<{utc_width}}  {local:<{local_width}}  {note}".rstrip() for utc, local, note in rows
     )
