@@ -33,13 +33,13 @@ from agentcron import ids
 from agentcron.api.app import create_app
 from agentcron.api.socket import bind_control_socket, serve
 from agentcron.clock import SystemClock
+from agentcron.core.models import AgentRef
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.journal import Journal
-from agentcron.launcher import SessionRequest
+from agentcron.launchers.base import SessionRequest
 from agentcron.logs import configure_logging
-from agentcron.models import AgentRef
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 
 AGENT = "agent_bench"
 ENVIRONMENT = "env_bench"

@@ -30,10 +30,10 @@ from typing import Any
 from tests.fakes import FakeClock, RecordingLauncher
 
 from agentcron import ids
+from agentcron.core.models import AgentRef, Deployment, Schedule, TriggerType
+from agentcron.core.timeutil import to_micros
 from agentcron.journal import Journal
-from agentcron.models import AgentRef, Deployment, Schedule, TriggerType
-from agentcron.service import DeploymentService
-from agentcron.timeutil import to_micros
+from agentcron.runtime.service import DeploymentService
 from bench.common import render_table
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

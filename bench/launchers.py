@@ -32,9 +32,9 @@ from anyio.streams.text import TextReceiveStream
 
 from agentcron.clock import SystemClock
 from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
-from agentcron.launcher import SessionRequest
+from agentcron.core.models import AgentRef
 from agentcron.launchers import CommandLauncher, ManagedAgentsLauncher
-from agentcron.models import AgentRef
+from agentcron.launchers.base import SessionRequest
 from bench.common import scratch_dir
 
 EVENTS = [{"type": "user.message", "content": [{"type": "text", "text": "benchmark"}]}]

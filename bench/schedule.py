@@ -17,8 +17,8 @@ import zoneinfo
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from agentcron import schedule
-from agentcron.schedule import compile_schedule, upcoming
+from agentcron.core import schedule
+from agentcron.core.schedule import compile_schedule, upcoming
 
 ZONES = (
     "UTC", "America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles",

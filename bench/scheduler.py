@@ -37,14 +37,14 @@ import anyio
 import structlog
 
 from agentcron import ids
+from agentcron.core.jitter import jitter_offset
+from agentcron.core.models import AgentRef, Deployment, Schedule
 from agentcron.errors import InvalidRequest
-from agentcron.jitter import jitter_offset
 from agentcron.journal import Journal
-from agentcron.launcher import SessionRequest
+from agentcron.launchers.base import SessionRequest
 from agentcron.logs import configure_logging
-from agentcron.models import AgentRef, Deployment, Schedule
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 from bench.common import Row, Spread, process_usage, render_rows
 
 MAX_JITTER = 10.0

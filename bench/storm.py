@@ -43,8 +43,8 @@ import anyio
 from tests.daemon_harness import DaemonProcess, child_processes, create_body
 from tests.hosted_api import HostedApi
 
-from agentcron.jitter import jitter_offset
-from agentcron.timeutil import parse_ts
+from agentcron.core.jitter import jitter_offset
+from agentcron.core.timeutil import parse_ts
 from bench.common import (
     ProcessUsage,
     Row,

@@ -25,10 +25,10 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agentcron.api.app import create_app
 from agentcron.api.socket import bind_control_socket, serve
+from agentcron.core.models import AgentRef, DeploymentRun, RunError, TriggerType
 from agentcron.journal import Journal
-from agentcron.models import AgentRef, DeploymentRun, RunError, TriggerType
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
 
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 import anyio
 
 from agentcron import ids
+from agentcron.core.models import AgentRef
 from agentcron.errors import InvalidRequest, LaunchFailure
-from agentcron.launcher import SessionRequest
-from agentcron.models import AgentRef
+from agentcron.launchers.base import SessionRequest
 
 
 class FakeClock:

@@ -35,7 +35,7 @@ import anyio.to_thread
 from aiohttp import web
 
 from agentcron import ids
-from agentcron.timeutil import format_ts
+from agentcron.core.timeutil import format_ts
 
 _ARCHIVED_AT = "2026-01-01T00:00:00Z"
 _CREATED_AT = "2025-12-01T00:00:00Z"

@@ -12,8 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentcron import __version__
+from agentcron.core.models import AgentRef
 from agentcron.errors import ServiceUnavailable
-from agentcron.models import AgentRef
 from tests.api_harness import ApiServer, deployment_body, running_api
 from tests.fakes import RecordingLauncher
 

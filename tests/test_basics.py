@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agentcron import ids
-from agentcron.timeutil import format_ts, from_micros, parse_duration, parse_ts, to_micros
+from agentcron.core.timeutil import format_ts, from_micros, parse_duration, parse_ts, to_micros
 
 
 def test_ids_have_prefix_and_sort_by_creation() -> None:

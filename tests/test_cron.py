@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentcron.cron import CronExpression, parse_cron
+from agentcron.core.cron import CronExpression, parse_cron
 from agentcron.errors import InvalidRequest, ScheduleError
 
 ALL_MINUTES = frozenset(range(60))

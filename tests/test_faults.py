@@ -25,8 +25,8 @@ import anyio
 import pytest
 
 from agentcron.journal import Journal
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 from tests.daemon_harness import DaemonProcess, create_body, list_all_runs, write_config
 from tests.fakes import FakeClock, RecordingLauncher
 from tests.hosted_api import Fault, HostedApi

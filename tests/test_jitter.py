@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agentcron.jitter import jitter_offset
+from agentcron.core.jitter import jitter_offset
 
 
 def test_same_id_gives_the_same_offset_every_time() -> None:
@@ -22,7 +22,7 @@ def test_offset_is_stable_across_processes() -> None:
     """Another interpreter (a restarted daemon) computes the same offsets."""
     ids = [f"depl_{n:026d}" for n in range(20)]
     code = (
-        "import sys; from agentcron.jitter import jitter_offset; "
+        "import sys; from agentcron.core.jitter import jitter_offset; "
         "print(' '.join(repr(jitter_offset(i, 10.0)) for i in sys.argv[1:]))"
     )
     result = subprocess.run(
@@ -65,3 +65,12 @@ def test_negative_or_non_finite_max_jitter_is_rejected(bad: float) -> None:
     """max_jitter must be a finite number of seconds >= 0."""
     with pytest.raises(ValueError, match="max_jitter must be a finite number"):
         jitter_offset("depl_a", bad)
+
+
+@pytest.mark.parametrize(
+    ("deployment_id", "offset"),
+    [("depl_01JD3Z8Q4V5W6X7Y8Z9A0B1C2D", 1.915), ("depl_00000000000000000000000000", 5.073)],
+)
+def test_offsets_never_change_between_versions(deployment_id: str, offset: float) -> None:
+    """Known values: an upgrade must not re-roll any deployment's jitter (SPEC §3)."""
+    assert jitter_offset(deployment_id, 10.0) == offset

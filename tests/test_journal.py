@@ -16,18 +16,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentcron import ids
+from agentcron.core.models import AgentRef, Deployment, Schedule, TriggerType
+from agentcron.core.pagination import Position
 from agentcron.errors import JournalError, NotFound, ServiceUnavailable
 from agentcron.journal import Journal
-from agentcron.journal_queries import (
+from agentcron.journal.sqlite.reads import (
     DeploymentFilter,
     RunFilter,
     deployments_query,
     runs_query,
 )
-from agentcron.journal_schema import SCHEMA_VERSION
-from agentcron.journal_writer import GroupCommitWriter, WriteOp
-from agentcron.models import AgentRef, Deployment, Schedule, TriggerType
-from agentcron.pagination import Position
+from agentcron.journal.sqlite.schema import SCHEMA_VERSION
+from agentcron.journal.sqlite.writer import GroupCommitWriter, WriteOp
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -19,11 +19,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentcron.config import AgentDecl, Declarations, EnvironmentDecl, VaultDecl
+from agentcron.core.models import AgentRef
 from agentcron.errors import InvalidRequest, LaunchFailure
-from agentcron.launcher import SessionRequest
+from agentcron.launchers.base import SessionRequest
 from agentcron.launchers.command import CommandLauncher, EnvFileError, parse_env_file
 from agentcron.launchers.spawner import FrameReader, encode_frame
-from agentcron.models import AgentRef
 from tests.daemon_harness import process_exited
 from tests.fakes import FakeClock, eventually
 

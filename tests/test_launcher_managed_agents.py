@@ -11,11 +11,11 @@ import pytest
 
 from agentcron import __version__
 from agentcron.config import Config, DaemonConfig, LauncherConfig, ManagedAgentsConfig
+from agentcron.core.models import AgentRef
 from agentcron.errors import ConfigError, InvalidRequest, LaunchFailure, ServiceUnavailable
-from agentcron.launcher import SessionRequest
 from agentcron.launchers import CommandLauncher, ManagedAgentsLauncher, create_launcher
 from agentcron.launchers.api_key import load_api_key
-from agentcron.models import AgentRef
+from agentcron.launchers.base import SessionRequest
 from tests.fakes import FakeClock
 from tests.hosted_api import Fault, HostedApi, refused_url
 

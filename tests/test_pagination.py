@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from agentcron import ids
+from agentcron.core.models import AgentRef, Deployment, Schedule, TriggerType
+from agentcron.core.pagination import CursorKind, Position, decode_cursor, encode_cursor
 from agentcron.errors import InvalidRequest
 from agentcron.journal import Journal
-from agentcron.models import AgentRef, Deployment, Schedule, TriggerType
-from agentcron.pagination import CursorKind, Position, decode_cursor, encode_cursor
-from agentcron.service import DeploymentService
+from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

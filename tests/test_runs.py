@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentcron import ids
-from agentcron.errors import InvalidRequest, JournalError, NotFound
-from agentcron.journal import RECOVERED_MESSAGE, Journal
-from agentcron.journal_queries import SCHEDULE_ROWS_SQL, ScheduleRow
-from agentcron.models import (
+from agentcron.core.models import (
     AgentRef,
     Deployment,
     DeploymentRun,
@@ -26,8 +23,11 @@ from agentcron.models import (
     Schedule,
     TriggerType,
 )
-from agentcron.service import DeploymentService
-from agentcron.timeutil import to_micros
+from agentcron.core.timeutil import to_micros
+from agentcron.errors import InvalidRequest, JournalError, NotFound
+from agentcron.journal import RECOVERED_MESSAGE, Journal
+from agentcron.journal.sqlite.reads import SCHEDULE_ROWS_SQL, ScheduleRow
+from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -278,7 +278,7 @@ _CLAIMING_CHILD = textwrap.dedent(
     from datetime import datetime, UTC
     from pathlib import Path
     from agentcron.journal import Journal
-    from agentcron.models import AgentRef, TriggerType
+    from agentcron.core.models import AgentRef, TriggerType
 
     async def main() -> None:
         journal = await Journal.open(Path(sys.argv[1]))

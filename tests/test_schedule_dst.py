@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agentcron.errors import ScheduleError
-from agentcron.schedule import (
+from agentcron.core.schedule import (
     Occurrence,
     SkippedOccurrence,
     compile_schedule,
@@ -23,7 +22,8 @@ from agentcron.schedule import (
     preview,
     upcoming,
 )
-from agentcron.timeutil import parse_ts
+from agentcron.core.timeutil import parse_ts
+from agentcron.errors import ScheduleError
 from tests.test_schedule_property import oracle
 
 # (zone, expression, after, expected UTC instants); the id says what the row shows.

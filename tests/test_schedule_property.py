@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agentcron.cron import CronExpression, parse_cron
+from agentcron.core.cron import CronExpression, parse_cron
+from agentcron.core.schedule import Occurrence, compile_schedule, preview
 from agentcron.errors import ScheduleError
-from agentcron.schedule import Occurrence, compile_schedule, preview
 
 ZONES = (
     "America/New_York",

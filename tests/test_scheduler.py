@@ -18,12 +18,12 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from agentcron.core.jitter import jitter_offset
+from agentcron.core.models import DeploymentRun, TriggerType
 from agentcron.errors import Conflict, NotFound
-from agentcron.jitter import jitter_offset
 from agentcron.journal import Journal
-from agentcron.models import DeploymentRun, TriggerType
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher, eventually
 
 START = datetime(2026, 6, 1, 11, 59, tzinfo=UTC)
@@ -497,7 +497,7 @@ async def test_deployments_known_since_start_fire_without_a_read(
 async def test_the_kept_copies_are_bounded_least_recently_used_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agentcron.firing._KNOWN_MAX", 3)
+    monkeypatch.setattr("agentcron.runtime.firing._KNOWN_MAX", 3)
     async with scheduler_rig(tmp_path / "journal.db") as rig:
         made = [await rig.service.create(deployment_body()) for _ in range(3)]
         firing = rig.scheduler._firing

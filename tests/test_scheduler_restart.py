@@ -10,11 +10,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentcron import ids
-from agentcron.firing import STOPPED_MESSAGE
+from agentcron.core.models import AgentRef, Deployment, DeploymentRun, Schedule, TriggerType
 from agentcron.journal import Journal
-from agentcron.models import AgentRef, Deployment, DeploymentRun, Schedule, TriggerType
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.firing import STOPPED_MESSAGE
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
 from tests.test_scheduler import NOON, START, deployment_body, scheduler_rig
 

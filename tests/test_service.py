@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from agentcron.core.models import AgentRef, Deployment, PausedReason, Schedule, TriggerType
 from agentcron.errors import Conflict, InvalidRequest, NotFound
 from agentcron.journal import Journal
-from agentcron.models import AgentRef, Deployment, PausedReason, Schedule, TriggerType
-from agentcron.service import DeploymentService
+from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from agentcron.errors import InvalidRequest
-from agentcron.models import Schedule
-from agentcron.validation import (
+from agentcron.core.models import Schedule
+from agentcron.core.validation import (
     OMITTED,
     AgentSpec,
     validate_create,
     validate_update,
 )
+from agentcron.errors import InvalidRequest
 
 TOKEN = "ghp_SECRET_TOKEN_value_123"
 

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from agentcron.models import (
+from agentcron.core.models import (
     AgentRef,
     Deployment,
     DeploymentRun,
@@ -16,7 +16,7 @@ from agentcron.models import (
     Schedule,
     TriggerType,
 )
-from agentcron.wire import deployment_to_wire, run_to_wire
+from agentcron.core.wire import deployment_to_wire, run_to_wire
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 CREATED = datetime(2026, 5, 4, 11, 0, 0, 250_000, tzinfo=UTC)

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from agentcron.core.timeutil import format_ts
 from agentcron.errors import (
     AgentcronError,
     ApiError,
@@ -27,7 +28,6 @@ from agentcron.errors import (
     RequestTooLarge,
     ServiceUnavailable,
 )
-from agentcron.timeutil import format_ts
 
 _BASE = URL("http://localhost")
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {

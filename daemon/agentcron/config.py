@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentcron.core.timeutil import parse_duration
 from agentcron.errors import ConfigError
 from agentcron.paths import default_socket_path
-from agentcron.timeutil import parse_duration
 
 LauncherType = Literal["command", "managed_agents"]
 

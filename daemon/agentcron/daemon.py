@@ -33,8 +33,8 @@ from agentcron.journal import Journal
 from agentcron.launchers import create_launcher
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 from agentcron.systemd import Notifier, listen_fds
 
 log = structlog.get_logger("agentcron.daemon")

@@ -87,7 +87,7 @@ class ServiceUnavailable(ApiError):
 class LaunchFailure(AgentcronError):
     """A session could not be created.
 
-    ``error_type`` is one of the run error types (``agentcron.models.RunErrorType``); the
+    ``error_type`` is one of the run error types (``agentcron.core.models.RunErrorType``); the
     message is what the run records and must never contain a secret.
     """
 

@@ -25,8 +25,8 @@ from agentcron.api.params import too_large
 from agentcron.api.socket import peer_allowed, peer_credentials
 from agentcron.clock import Clock
 from agentcron.errors import ApiError, PermissionDenied
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger(__name__)
 

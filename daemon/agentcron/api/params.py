@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from agentcron.core.timeutil import parse_ts
+from agentcron.core.validation_shapes import json_kind
 from agentcron.errors import InvalidRequest, RequestTooLarge
-from agentcron.timeutil import parse_ts
-from agentcron.validation_shapes import json_kind
 
 DEPLOYMENTS_MAX_LIMIT = 100
 RUNS_MAX_LIMIT = 1000

@@ -20,12 +20,12 @@ from agentcron.api.params import (
     read_body,
 )
 from agentcron.clock import Clock
+from agentcron.core.models import Deployment
+from agentcron.core.timeutil import format_ts
+from agentcron.core.wire import deployment_to_wire, run_to_wire
 from agentcron.errors import NotFound
-from agentcron.models import Deployment
-from agentcron.scheduler import Scheduler
-from agentcron.service import DeploymentService
-from agentcron.timeutil import format_ts
-from agentcron.wire import deployment_to_wire, run_to_wire
+from agentcron.runtime.scheduler import Scheduler
+from agentcron.runtime.service import DeploymentService
 
 SERVICE = web.AppKey("service", DeploymentService)
 SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -15,9 +15,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from agentcron.core.schedule import Occurrence, SkippedOccurrence, compile_schedule, preview
+from agentcron.core.timeutil import format_ts, parse_ts
 from agentcron.errors import ScheduleError
-from agentcron.schedule import Occurrence, SkippedOccurrence, compile_schedule, preview
-from agentcron.timeutil import format_ts, parse_ts
 
 EXIT_OK = 0
 EXIT_USAGE = 2

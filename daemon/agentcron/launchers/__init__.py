@@ -14,8 +14,8 @@ from typing import Protocol, Self
 
 from agentcron.clock import Clock
 from agentcron.config import Config
-from agentcron.launcher import Launcher, SessionRecorder
 from agentcron.launchers.api_key import load_api_key
+from agentcron.launchers.base import Launcher, SessionRecorder
 from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.managed_agents import ManagedAgentsLauncher
 

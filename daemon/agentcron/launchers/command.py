@@ -43,11 +43,11 @@ from anyio.abc import TaskGroup
 from agentcron import ids
 from agentcron.clock import Clock
 from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
+from agentcron.core.models import AgentRef, RunErrorType
 from agentcron.errors import InvalidRequest, LaunchFailure
-from agentcron.launcher import SessionRecorder, SessionRequest
+from agentcron.launchers.base import SessionRecorder, SessionRequest
 from agentcron.launchers.spawner import describe_os_error
 from agentcron.launchers.spawner_client import SpawnerClient, SpawnError
-from agentcron.models import AgentRef, RunErrorType
 
 log = structlog.get_logger(__name__)
 

@@ -40,10 +40,10 @@ import anyio
 from yarl import URL
 
 from agentcron import __version__
+from agentcron.core.models import AgentRef, RunErrorType
 from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
-from agentcron.launcher import SessionRequest
 from agentcron.launchers.api_key import load_api_key
-from agentcron.models import AgentRef, RunErrorType
+from agentcron.launchers.base import SessionRequest
 
 __all__ = ["ANTHROPIC_VERSION", "MANAGED_AGENTS_BETA", "ManagedAgentsLauncher", "load_api_key"]
 

@@ -11,7 +11,7 @@ token equals the entry's token, so each entry has one live item.
 The loop sleeps on the injected clock until the earliest item, at most ``max_sleep`` seconds so
 that a wall-clock step is noticed, and is woken early by ``deployment_changed``. For each due
 item it either counts the occurrence as missed (more than ``misfire_grace`` late) or queues a
-fire (``agentcron.firing``), then pushes the deployment's next occurrence. The loop never
+fire (``agentcron.runtime.firing``), then pushes the deployment's next occurrence. The loop never
 awaits a session creation.
 
 Reading ahead: whenever the loop is awake, items due within ``_READ_AHEAD_US`` move from the
@@ -34,15 +34,15 @@ import anyio.lowlevel
 import structlog
 
 from agentcron.clock import Clock
+from agentcron.core.jitter import jitter_offset
+from agentcron.core.models import Deployment, DeploymentRun
+from agentcron.core.schedule import CompiledSchedule, compile_schedule
+from agentcron.core.timeutil import format_ts, from_micros, to_micros
 from agentcron.errors import AgentcronError
-from agentcron.firing import Changes, DueFire, Firing
-from agentcron.jitter import jitter_offset
 from agentcron.journal import Journal
-from agentcron.launcher import Launcher
-from agentcron.models import Deployment, DeploymentRun
-from agentcron.schedule import CompiledSchedule, compile_schedule
-from agentcron.service import DeploymentService
-from agentcron.timeutil import format_ts, from_micros, to_micros
+from agentcron.launchers.base import Launcher
+from agentcron.runtime.firing import Changes, DueFire, Firing
+from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger("agentcron.scheduler")
 

@@ -1,7 +1,7 @@
 """The journal: agentcron's one SQLite file of deployments, runs and local sessions.
 
 ``Journal.open`` prepares the file (mode 0600, WAL, ``synchronous=FULL``, foreign keys,
-forward migrations) and starts the group-commit writer (``agentcron.journal_writer``). All
+forward migrations) and starts the group-commit writer (``agentcron.journal.sqlite.writer``). All
 writes go through that writer on one connection; reads use a second, query-only connection,
 so a list never waits behind a large write batch.
 
@@ -21,8 +21,21 @@ from typing import Any
 import aiosqlite
 
 from agentcron import ids
+from agentcron.core.models import (
+    AgentRef,
+    Deployment,
+    DeploymentRun,
+    RunError,
+    RunErrorType,
+    TriggerType,
+)
+from agentcron.core.timeutil import from_micros, to_micros
 from agentcron.errors import AgentcronError, JournalError
-from agentcron.journal_ops import (
+from agentcron.journal.sqlite.reads import JournalQueries
+from agentcron.journal.sqlite.rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_MUTABLE, deployment_params
+from agentcron.journal.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+from agentcron.journal.sqlite.writer import GroupCommitWriter, translate_sqlite_error
+from agentcron.journal.sqlite.writes import (
     ClaimInfo,
     ClaimOp,
     CompleteOp,
@@ -31,19 +44,6 @@ from agentcron.journal_ops import (
     SessionStartOp,
     StatementOp,
 )
-from agentcron.journal_queries import JournalQueries
-from agentcron.journal_rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_MUTABLE, deployment_params
-from agentcron.journal_schema import MIGRATIONS, SCHEMA_VERSION
-from agentcron.journal_writer import GroupCommitWriter, translate_sqlite_error
-from agentcron.models import (
-    AgentRef,
-    Deployment,
-    DeploymentRun,
-    RunError,
-    RunErrorType,
-    TriggerType,
-)
-from agentcron.timeutil import from_micros, to_micros
 
 BUSY_TIMEOUT_MS = 5000
 GROUP_COMMIT_PACE = 0.002
@@ -278,7 +278,7 @@ class Journal(JournalQueries):
             )
         )
 
-    # --- local sessions (agentcron.launcher.SessionRecorder) ---------------------------------
+    # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------
 
     def session_started(
         self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime

@@ -10,9 +10,9 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from agentcron.models import AgentRef, Deployment, DeploymentRun, JSONObject, TriggerType
-from agentcron.schedule import upcoming
-from agentcron.timeutil import format_ts
+from agentcron.core.models import AgentRef, Deployment, DeploymentRun, JSONObject, TriggerType
+from agentcron.core.schedule import upcoming
+from agentcron.core.timeutil import format_ts
 
 UPCOMING_RUNS = 5
 WRITE_ONLY_FIELDS: dict[str, frozenset[str]] = {

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-from agentcron.errors import InvalidRequest
-from agentcron.models import JSONObject, Schedule
-from agentcron.schedule import compile_schedule
-from agentcron.validation_shapes import (
+from agentcron.core.models import JSONObject, Schedule
+from agentcron.core.schedule import compile_schedule
+from agentcron.core.validation_shapes import (
     discriminator,
     is_int,
     json_kind,
@@ -29,6 +28,7 @@ from agentcron.validation_shapes import (
     validate_initial_events,
     validate_resources,
 )
+from agentcron.errors import InvalidRequest
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64

@@ -33,12 +33,12 @@ import anyio.abc
 import structlog
 
 from agentcron.clock import Clock
+from agentcron.core.models import Deployment, DeploymentRun, RunError, RunErrorType, TriggerType
+from agentcron.core.timeutil import format_ts
 from agentcron.errors import AgentcronError, Conflict, LaunchFailure, ServiceUnavailable
 from agentcron.journal import Journal
-from agentcron.launcher import Launcher, SessionRequest
-from agentcron.models import Deployment, DeploymentRun, RunError, RunErrorType, TriggerType
-from agentcron.service import DeploymentService
-from agentcron.timeutil import format_ts
+from agentcron.launchers.base import Launcher, SessionRequest
+from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger("agentcron.scheduler")
 

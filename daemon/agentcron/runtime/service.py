@@ -1,7 +1,7 @@
 """The deployment service: every operation on deployments and runs that the API and the
 scheduler perform, over the journal.
 
-Request bodies are validated by ``agentcron.validation``; agents and environments are resolved
+Request bodies are validated by ``agentcron.core.validation``; agents and environments are resolved
 through the ``Launcher``. Changes to one deployment are serialised by one lock (read, decide,
 write), and after each committed change every subscribed listener is called with the new
 ``Deployment`` (the scheduler re-plans from it).
@@ -22,20 +22,20 @@ import structlog
 
 from agentcron import ids
 from agentcron.clock import Clock
-from agentcron.errors import Conflict, InvalidRequest, NotFound
-from agentcron.journal import Journal
-from agentcron.journal_queries import DeploymentFilter, RunFilter
-from agentcron.launcher import Launcher
-from agentcron.models import AgentRef, Deployment, DeploymentRun, PausedReason
-from agentcron.pagination import CursorKind, Page, Position, decode_cursor, encode_cursor
-from agentcron.timeutil import to_micros
-from agentcron.validation import (
+from agentcron.core.models import AgentRef, Deployment, DeploymentRun, PausedReason
+from agentcron.core.pagination import CursorKind, Page, Position, decode_cursor, encode_cursor
+from agentcron.core.timeutil import to_micros
+from agentcron.core.validation import (
     OMITTED,
     AgentSpec,
     check_metadata_limits,
     validate_create,
     validate_update,
 )
+from agentcron.errors import Conflict, InvalidRequest, NotFound
+from agentcron.journal import Journal
+from agentcron.journal.sqlite.reads import DeploymentFilter, RunFilter
+from agentcron.launchers.base import Launcher
 
 log = structlog.get_logger(__name__)
 

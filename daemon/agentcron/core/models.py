@@ -2,7 +2,7 @@
 
 Values are frozen dataclasses. JSON-shaped parts that are stored and echoed as given
 (initial events, resources, budget) stay plain ``dict``/``list`` values; ``resources`` here
-always hold the write-only secrets, which only ``agentcron.wire`` strips for output.
+always hold the write-only secrets, which only ``agentcron.core.wire`` strips for output.
 """
 
 from __future__ import annotations

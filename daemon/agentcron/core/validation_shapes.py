@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agentcron.core.models import JSONObject
 from agentcron.errors import InvalidRequest
-from agentcron.models import JSONObject
 
 MAX_INITIAL_EVENTS = 50
 MAX_RESOURCES = 500

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from agentcron.core.models import AgentRef, DeploymentRun, RunError, TriggerType
 from agentcron.errors import JournalError, NotFound
-from agentcron.journal_rows import RUN_COLUMNS, run_from_row
-from agentcron.journal_writer import WriteOp, translate_sqlite_error
-from agentcron.models import AgentRef, DeploymentRun, RunError, TriggerType
+from agentcron.journal.sqlite.rows import RUN_COLUMNS, run_from_row
+from agentcron.journal.sqlite.writer import WriteOp, translate_sqlite_error
 
 _IN_CHUNK = 500
 

@@ -15,17 +15,17 @@ from typing import Any, NamedTuple
 
 import aiosqlite
 
+from agentcron.core.models import Deployment, DeploymentRun
+from agentcron.core.pagination import Position
+from agentcron.core.timeutil import from_micros
 from agentcron.errors import AgentcronError
-from agentcron.journal_rows import (
+from agentcron.journal.sqlite.rows import (
     DEPLOYMENT_COLUMNS,
     RUN_COLUMNS,
     deployment_from_row,
     run_from_row,
 )
-from agentcron.journal_writer import translate_sqlite_error
-from agentcron.models import Deployment, DeploymentRun
-from agentcron.pagination import Position
-from agentcron.timeutil import from_micros
+from agentcron.journal.sqlite.writer import translate_sqlite_error
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

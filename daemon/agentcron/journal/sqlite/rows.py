@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
-from agentcron.models import (
+from agentcron.core.models import (
     AgentRef,
     Deployment,
     DeploymentRun,
@@ -15,7 +15,7 @@ from agentcron.models import (
     Schedule,
     TriggerType,
 )
-from agentcron.timeutil import from_micros, to_micros
+from agentcron.core.timeutil import from_micros, to_micros
 
 DEPLOYMENT_COLUMNS = (
     "id, name, description, agent_id, agent_version, environment_id, initial_events, metadata, "

@@ -4,7 +4,7 @@
 version ``n`` to ``n + 1``; a fresh (or empty, version-0) file runs them all. A file whose
 version is newer than ``SCHEMA_VERSION`` was written by a newer agentcron and is refused.
 
-Timestamps are integer microseconds since the Unix epoch (``agentcron.timeutil.to_micros``).
+Timestamps are integer microseconds since the Unix epoch (``agentcron.core.timeutil.to_micros``).
 JSON-shaped fields are stored as JSON text.
 
 A run row is an *open claim* while ``created_at`` is NULL (neither ``session_id`` nor an error

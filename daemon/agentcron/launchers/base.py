@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from agentcron.models import AgentRef, Deployment, JSONObject
+from agentcron.core.models import AgentRef, Deployment, JSONObject
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

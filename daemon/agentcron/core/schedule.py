@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from itertools import islice
 
-from agentcron.cron import CronExpression, parse_cron
+from agentcron.core.cron import CronExpression, parse_cron
 from agentcron.errors import ScheduleError
 
 __all__ = [

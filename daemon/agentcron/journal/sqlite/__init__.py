@@ -1,0 +1,1 @@
+"""The SQLite journal backend: one file, WAL, a group-committing writer thread."""

@@ -1,0 +1,1 @@
+"""The runtime: the deployment service, the scheduler loop and the firing path."""
