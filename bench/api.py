@@ -35,7 +35,7 @@ from agentcron.api.socket import bind_control_socket, serve
 from agentcron.clock import SystemClock
 from agentcron.core.models import AgentRef
 from agentcron.errors import InvalidRequest, LaunchFailure
-from agentcron.journal import Journal
+from agentcron.journal import SqliteJournal
 from agentcron.launchers.base import SessionRequest
 from agentcron.logs import configure_logging
 from agentcron.runtime.scheduler import Scheduler
@@ -89,8 +89,7 @@ async def serve_forever(socket_path: Path, state_dir: Path) -> None:
     configure_logging("warning", "json")
     clock = SystemClock()
     launcher = BenchLauncher()
-    journal = await Journal.open(state_dir / "journal.db")
-    try:
+    async with SqliteJournal.open(state_dir / "journal.db") as journal:
         service = DeploymentService(journal, launcher, clock, max_deployments=10**7)
         scheduler = Scheduler(journal=journal, service=service, launcher=launcher, clock=clock)
         app = create_app(
@@ -104,8 +103,6 @@ async def serve_forever(socket_path: Path, state_dir: Path) -> None:
                 async for _ in signals:
                     tg.cancel_scope.cancel()
                     break
-    finally:
-        await journal.close()
 
 
 # --- the load generator ---------------------------------------------------------------------

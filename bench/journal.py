@@ -23,6 +23,8 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from tests.fakes import FakeClock, RecordingLauncher
 from agentcron import ids
 from agentcron.core.models import AgentRef, Deployment, Schedule, TriggerType
 from agentcron.core.timeutil import to_micros
-from agentcron.journal import Journal
+from agentcron.journal import SqliteJournal
 from agentcron.runtime.service import DeploymentService
 from bench.common import render_table
 
@@ -57,18 +59,28 @@ def make_deployment(index: int) -> Deployment:
     )
 
 
-async def prepared_journal(path: Path, count: int) -> tuple[Journal, list[Deployment]]:
-    journal = await Journal.open(path)
-    deployments = [make_deployment(i) for i in range(count)]
-    await asyncio.gather(*(journal.insert_deployment(d) for d in deployments))
-    return journal, deployments
+@asynccontextmanager
+async def prepared_journal(
+    path: Path, count: int
+) -> AsyncIterator[tuple[SqliteJournal, list[Deployment]]]:
+    """A journal at ``path`` holding ``count`` deployments, open for the ``async with``."""
+    async with SqliteJournal.open(path) as journal:
+        deployments = [make_deployment(i) for i in range(count)]
+        await asyncio.gather(*(journal.insert_deployment(d) for d in deployments))
+        yield journal, deployments
 
 
 # --- 1. group commit -----------------------------------------------------------------------
 
 
 async def group_commit(path: Path, runs: int) -> dict[str, float]:
-    journal, deployments = await prepared_journal(path, DEPLOYMENTS)
+    async with prepared_journal(path, DEPLOYMENTS) as (journal, deployments):
+        return await _group_commit(journal, deployments, runs)
+
+
+async def _group_commit(
+    journal: SqliteJournal, deployments: list[Deployment], runs: int
+) -> dict[str, float]:
     per_caller = runs // CALLERS
     transactions_before = journal.transactions
 
@@ -76,16 +88,16 @@ async def group_commit(path: Path, runs: int) -> dict[str, float]:
         deployment = deployments[index % len(deployments)]
         for round_ in range(per_caller):
             scheduled_at = T0 + timedelta(minutes=round_ * CALLERS + index)
-            run_id = await journal.claim_run(
+            claim = await journal.claim_run(
                 deployment_id=deployment.id,
                 agent=AGENT,
                 trigger_type=TriggerType.SCHEDULE,
                 scheduled_at=scheduled_at,
                 claimed_at=scheduled_at,
             )
-            assert run_id is not None
+            assert claim is not None
             await journal.complete_run(
-                run_id,
+                claim,
                 session_id="sesn_bench",
                 error=None,
                 completed_at=scheduled_at,
@@ -96,7 +108,6 @@ async def group_commit(path: Path, runs: int) -> dict[str, float]:
     await asyncio.gather(*(caller(i) for i in range(CALLERS)))
     seconds = time.perf_counter() - started
     transactions = journal.transactions - transactions_before
-    await journal.close()
     done = per_caller * CALLERS
     return {"runs": done, "seconds": seconds, "transactions": transactions}
 
@@ -153,8 +164,8 @@ async def throughput(directory: Path, runs: int, repeats: int) -> list[list[str]
     transactions = {"ours": 0.0, "plain": 0.0}
     for repeat in range(repeats):
         ours = await group_commit(directory / f"group-{repeat}.db", runs)
-        journal, deployments = await prepared_journal(directory / f"plain-{repeat}.db", DEPLOYMENTS)
-        await journal.close()
+        async with prepared_journal(directory / f"plain-{repeat}.db", DEPLOYMENTS) as prepared:
+            deployments = prepared[1]
         plain = ceiling(directory / f"plain-{repeat}.db", [d.id for d in deployments], runs)
         ours_rates.append(ours["runs"] / ours["seconds"])
         plain_rates.append(plain["runs"] / plain["seconds"])
@@ -233,12 +244,22 @@ def _insert_runs(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 async def list_latency(directory: Path, runs: int, repeats: int) -> list[list[str]]:
     path = directory / "list.db"
-    journal, deployments = await prepared_journal(path, DEPLOYMENTS)
-    await journal.close()
+    async with prepared_journal(path, DEPLOYMENTS) as (_, deployments):
+        pass
     fill_started = time.perf_counter()
     bulk_fill(path, deployments, runs)
     fill_seconds = time.perf_counter() - fill_started
-    journal = await Journal.open(path)
+    async with SqliteJournal.open(path) as journal:
+        return await _list_latency(journal, deployments, runs, repeats, fill_seconds)
+
+
+async def _list_latency(
+    journal: SqliteJournal,
+    deployments: list[Deployment],
+    runs: int,
+    repeats: int,
+    fill_seconds: float,
+) -> list[list[str]]:
     service = DeploymentService(journal, RecordingLauncher(), FakeClock(T0))
     second_page = (await service.list_runs(limit=100)).next_page
     target = deployments[0].id
@@ -275,7 +296,6 @@ async def list_latency(directory: Path, runs: int, repeats: int) -> list[list[st
     counting = time.perf_counter()
     total = (await service.counts())["runs"]
     counts_ms = (time.perf_counter() - counting) * 1000
-    await journal.close()
     rows.append(["(bulk fill of the journal, s)", f"{total:,}", f"{fill_seconds:.1f}", "", ""])
     rows.append(["(service.counts(), ms)", "", f"{counts_ms:.1f}", "", ""])
     return rows

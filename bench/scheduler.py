@@ -40,7 +40,7 @@ from agentcron import ids
 from agentcron.core.jitter import jitter_offset
 from agentcron.core.models import AgentRef, Deployment, Schedule
 from agentcron.errors import InvalidRequest
-from agentcron.journal import Journal
+from agentcron.journal import Journal, SqliteJournal
 from agentcron.launchers.base import SessionRequest
 from agentcron.logs import configure_logging
 from agentcron.runtime.scheduler import Scheduler
@@ -180,8 +180,7 @@ async def storm(n: int, directory: Path) -> StormResult:
     expression = f"{minute.minute} {minute.hour} * * *"
     created = clock.now() - timedelta(hours=1)
     deployments = [make_deployment(created, expression, "UTC", i) for i in range(n)]
-    journal = await Journal.open(directory / "journal.db")
-    try:
+    async with SqliteJournal.open(directory / "journal.db") as journal:
         await insert_all(journal, deployments)
         launcher = InstantLauncher(clock)
         launcher.expected = n
@@ -201,8 +200,6 @@ async def storm(n: int, directory: Path) -> StormResult:
             transactions = journal.transactions - transactions_before
             health = scheduler.health()
             tg.cancel_scope.cancel()
-    finally:
-        await journal.close()
     due = {d.id: minute + timedelta(seconds=jitter_offset(d.id, MAX_JITTER)) for d in deployments}
     lags = [
         (at - due[deployment_id]).total_seconds() * 1000
@@ -230,11 +227,8 @@ async def populate(path: Path, n: int, far_future: bool = False) -> None:
     else:
         schedules = realistic_schedules(n, rng)
     deployments = [make_deployment(now, e, z, i) for i, (e, z) in enumerate(schedules)]
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         await insert_all(journal, deployments)
-    finally:
-        await journal.close()
 
 
 async def child(path: Path, idle_window: float) -> dict[str, Any]:
@@ -242,8 +236,7 @@ async def child(path: Path, idle_window: float) -> dict[str, Any]:
     quiet_logging()
     started = time.perf_counter()
     clock = OffsetClock(timedelta(0))
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         launcher = InstantLauncher(clock)
         service = DeploymentService(journal, launcher, clock, max_deployments=1_000_000)
         scheduler = Scheduler(
@@ -262,8 +255,6 @@ async def child(path: Path, idle_window: float) -> dict[str, Any]:
             idle_cpu_s = time.process_time() - cpu_before
             scheduled = scheduler.health()["scheduled"]
             tg.cancel_scope.cancel()
-    finally:
-        await journal.close()
     return {
         "startup_s": startup_s,
         "load_s": load_s,

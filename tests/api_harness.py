@@ -26,7 +26,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from agentcron.api.app import create_app
 from agentcron.api.socket import bind_control_socket, serve
 from agentcron.core.models import AgentRef, DeploymentRun, RunError, TriggerType
-from agentcron.journal import Journal
+from agentcron.journal import Journal, SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
@@ -142,18 +142,18 @@ class ApiServer:
     ) -> DeploymentRun:
         deployment = await self.service.get(deployment_id)
         when = at or self.clock.now()
-        run_id = await self.journal.claim_run(
+        claim = await self.journal.claim_run(
             deployment_id=deployment_id,
             agent=AgentRef(id=deployment.agent.id, version=deployment.agent.version),
             trigger_type=TriggerType.SCHEDULE if scheduled_at else TriggerType.MANUAL,
             scheduled_at=scheduled_at,
             claimed_at=when,
         )
-        assert run_id is not None
+        assert claim is not None
         error = RunError(type=error_type, message=f"{error_type} (test)") if error_type else None
         return await self.journal.complete_run(
-            run_id,
-            session_id=None if error else f"sesn_test{run_id[-8:]}",
+            claim,
+            session_id=None if error else f"sesn_test{claim.run_id[-8:]}",
             error=error,
             completed_at=when,
         )
@@ -171,8 +171,7 @@ async def _serve(
     allowed_gids: tuple[int, ...],
 ) -> AsyncIterator[ApiServer]:
     clock = FakeClock(START)
-    journal = await Journal.open(state_dir / "journal.db")
-    try:
+    async with SqliteJournal.open(state_dir / "journal.db") as journal:
         service = DeploymentService(journal, launcher, clock)
         scheduler = Scheduler(
             journal=journal, service=service, launcher=launcher, clock=clock, max_jitter=0.0
@@ -207,8 +206,6 @@ async def _serve(
             await tg.start(serve, app, sock)
             yield server
             tg.cancel_scope.cancel()
-    finally:
-        await journal.close()
 
 
 @contextmanager

@@ -7,18 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agentcron.journal import Journal
+from agentcron.journal import SqliteJournal
 from tests.api_harness import ApiServer, running_api
 
 
 @pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
     """A journal in ``<tmp_path>/state/journal.db`` (the directory is created by ``open``)."""
-    opened = await Journal.open(tmp_path / "state" / "journal.db")
-    try:
+    async with SqliteJournal.open(tmp_path / "state" / "journal.db") as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import aiohttp
 import anyio
 import pytest
 
-from agentcron.journal import Journal
+from agentcron.journal import SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from tests.daemon_harness import DaemonProcess, create_body, list_all_runs, write_config
@@ -255,8 +255,7 @@ NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 @asynccontextmanager
 async def in_process(path: Path) -> AsyncIterator[tuple[FakeClock, DeploymentService, Scheduler]]:
     """A real journal file, the service and a running scheduler on a fake clock."""
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         clock = FakeClock(START)
         launcher = RecordingLauncher()
         service = DeploymentService(journal, launcher, clock)
@@ -274,8 +273,6 @@ async def in_process(path: Path) -> AsyncIterator[tuple[FakeClock, DeploymentSer
             await scheduler.idle()
             yield clock, service, scheduler
             tg.cancel_scope.cancel()
-    finally:
-        await journal.close()
 
 
 async def advance(clock: FakeClock, scheduler: Scheduler, seconds: float) -> None:

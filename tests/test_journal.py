@@ -8,26 +8,26 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 from structlog.testing import capture_logs
 
 from agentcron import ids
+from agentcron.clock import Clock, SystemClock
 from agentcron.core.models import AgentRef, Deployment, Schedule, TriggerType
 from agentcron.core.pagination import Position
+from agentcron.core.timeutil import to_micros
 from agentcron.errors import JournalError, NotFound, ServiceUnavailable
-from agentcron.journal import Journal
-from agentcron.journal.sqlite.reads import (
-    DeploymentFilter,
-    RunFilter,
-    deployments_query,
-    runs_query,
-)
+from agentcron.journal import Claim, DeploymentFilter, RunFilter, SqliteJournal
+from agentcron.journal.sqlite.reads import deployments_query, runs_query
 from agentcron.journal.sqlite.schema import SCHEMA_VERSION
 from agentcron.journal.sqlite.writer import GroupCommitWriter, WriteOp
+from tests.fakes import FakeClock, eventually
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -53,39 +53,34 @@ def user_version(path: Path) -> int:
 
 async def test_open_creates_parent_directory_and_a_0600_file_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "journal.db"
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         await journal.insert_deployment(make_deployment())
         assert journal.path == path
+        assert journal.location == str(path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         wal = path.with_name("journal.db-wal")
         assert wal.exists()
         assert stat.S_IMODE(wal.stat().st_mode) == 0o600
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        await journal.close()
 
 
 async def test_open_tightens_the_mode_of_an_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     path.touch(mode=0o644)
     os.chmod(path, 0o644)
-    journal = await Journal.open(path)
-    await journal.close()
+    async with SqliteJournal.open(path):
+        pass
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_empty_file_is_migrated_from_version_zero(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     path.write_bytes(b"")
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         deployment = make_deployment()
         await journal.insert_deployment(deployment)
         assert await journal.get_deployment(deployment.id) == deployment
-    finally:
-        await journal.close()
     assert user_version(path) == SCHEMA_VERSION
 
 
@@ -95,8 +90,8 @@ async def test_version_zero_database_is_migrated(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE notes (x)")
     assert user_version(path) == 0
-    journal = await Journal.open(path)
-    await journal.close()
+    async with SqliteJournal.open(path):
+        pass
     assert user_version(path) == SCHEMA_VERSION
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -106,14 +101,10 @@ async def test_version_zero_database_is_migrated(tmp_path: Path) -> None:
 async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     deployment = make_deployment()
-    first = await Journal.open(path)
-    await first.insert_deployment(deployment)
-    await first.close()
-    second = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as first:
+        await first.insert_deployment(deployment)
+    async with SqliteJournal.open(path) as second:
         assert await second.get_deployment(deployment.id) == deployment
-    finally:
-        await second.close()
     assert user_version(path) == SCHEMA_VERSION
 
 
@@ -122,7 +113,8 @@ async def test_newer_schema_version_is_refused_with_a_clear_message(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(JournalError) as caught:
-        await Journal.open(path)
+        async with SqliteJournal.open(path):
+            pass
     assert str(caught.value) == (
         f"journal.db was written by a newer agentcron (schema {SCHEMA_VERSION + 1}, this "
         f"version understands {SCHEMA_VERSION}); upgrade agentcron or restore a backup"
@@ -134,15 +126,16 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     path.write_bytes(b"this is not a sqlite database, just some text" * 100)
     with pytest.raises(JournalError, match="cannot open the journal"):
-        await Journal.open(path)
+        async with SqliteJournal.open(path):
+            pass
 
 
-async def test_group_commit_batches_concurrent_writes(journal: Journal) -> None:
+async def test_group_commit_batches_concurrent_writes(journal: SqliteJournal) -> None:
     """200 concurrent claims commit in far fewer transactions than claims."""
     deployment = make_deployment()
     await journal.insert_deployment(deployment)
     before = journal.transactions
-    run_ids = await asyncio.gather(
+    claims = await asyncio.gather(
         *(
             journal.claim_run(
                 deployment_id=deployment.id,
@@ -154,20 +147,22 @@ async def test_group_commit_batches_concurrent_writes(journal: Journal) -> None:
             for i in range(200)
         )
     )
-    assert all(run_id is not None for run_id in run_ids)
-    assert len(set(run_ids)) == 200
+    assert all(claim is not None for claim in claims)
+    assert len({claim.run_id for claim in claims if claim is not None}) == 200
     transactions = journal.transactions - before
     assert 1 <= transactions < 20
-    assert (await journal.latest_scheduled_at())[deployment.id] == T0 + timedelta(minutes=199)
+    (row,) = await journal.schedule_rows()
+    assert row.latest_scheduled_at == to_micros(T0 + timedelta(minutes=199))
 
 
 @dataclasses.dataclass(eq=False)
-class _TimedOp(WriteOp):
+class _TimedOp(WriteOp[None]):
     """Records when its transaction applied it and which transaction that was."""
 
     hold: float = 0.0
     began: float = 0.0
     transaction: int = 0
+    result: None = None
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[_TimedOp]) -> None:
@@ -178,17 +173,24 @@ class _TimedOp(WriteOp):
         time.sleep(max(op.hold for op in ops))
 
 
-async def _paced_writer(tmp_path: Path, pace: float) -> GroupCommitWriter:
+@asynccontextmanager
+async def _paced_writer(
+    tmp_path: Path, pace: float, clock: Clock | None = None
+) -> AsyncIterator[GroupCommitWriter]:
+    """A writer on its own file, run in a task group like the journal runs it."""
     conn = sqlite3.connect(tmp_path / "paced.db", isolation_level=None, check_same_thread=False)
-    writer = GroupCommitWriter(conn, pace=pace)
-    writer.start()
-    return writer
+    writer = GroupCommitWriter(conn, clock=clock or SystemClock(), pace=pace)
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        try:
+            yield writer
+        finally:
+            await writer.close()
 
 
 async def test_a_burst_is_paced_into_one_later_transaction(tmp_path: Path) -> None:
     """Writes queued while a transaction commits wait for the pace, then commit together."""
-    writer = await _paced_writer(tmp_path, pace=0.3)
-    try:
+    async with _paced_writer(tmp_path, pace=0.3) as writer:
         first = _TimedOp(hold=0.05)
         burst = [_TimedOp() for _ in range(5)]
 
@@ -198,29 +200,50 @@ async def test_a_burst_is_paced_into_one_later_transaction(tmp_path: Path) -> No
 
         await asyncio.gather(writer.submit(first), later())
         assert len({op.transaction for op in burst}) == 1
-        assert burst[0].began - first.began >= 0.3
-    finally:
-        await writer.close()
+        # The pace counts from when the writer began the first transaction, a thread hop
+        # before ``first.began``: allow that hop (well under 5 ms), not a missing pace.
+        assert burst[0].began - first.began >= 0.3 - 0.005
+
+
+async def test_the_pace_is_kept_on_the_injected_clock(tmp_path: Path) -> None:
+    """On a fake clock a burst's transaction waits until the clock has moved by the pace."""
+    clock = FakeClock(T0)
+    async with _paced_writer(tmp_path, pace=0.5, clock=clock) as writer:
+        first = _TimedOp(hold=0.05)
+        burst = [_TimedOp() for _ in range(3)]
+        committed = anyio.Event()
+
+        async def later() -> None:
+            await asyncio.sleep(0.01)  # while ``first`` is committing
+            await asyncio.gather(*(writer.submit(op) for op in burst))
+            committed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(later)
+            await writer.submit(first)
+            await eventually(lambda: clock.sleepers == 1, "the writer waits for the pace")
+            assert not committed.is_set()
+            assert burst[0].began == 0.0
+            await clock.advance(0.5)
+            await committed.wait()
+        assert len({op.transaction for op in burst}) == 1
 
 
 async def test_sequential_writes_are_not_paced(tmp_path: Path) -> None:
     """A write that finds the writer idle commits at once, however recent the last one."""
-    writer = await _paced_writer(tmp_path, pace=5.0)
-    try:
+    async with _paced_writer(tmp_path, pace=5.0) as writer:
         started = time.monotonic()
         for _ in range(3):
             await writer.submit(_TimedOp())
         assert time.monotonic() - started < 2.5
-    finally:
-        await writer.close()
 
 
-async def test_a_failing_write_fails_alone_within_its_batch(journal: Journal) -> None:
+async def test_a_failing_write_fails_alone_within_its_batch(journal: SqliteJournal) -> None:
     """A claim for an unknown deployment fails (404) while its batch-mates commit."""
     deployment = make_deployment()
     await journal.insert_deployment(deployment)
 
-    async def claim(deployment_id: str, minute: int) -> str | None:
+    async def claim(deployment_id: str, minute: int) -> Claim | None:
         return await journal.claim_run(
             deployment_id=deployment_id,
             agent=deployment.agent,
@@ -235,28 +258,28 @@ async def test_a_failing_write_fails_alone_within_its_batch(journal: Journal) ->
         claim(deployment.id, 3),
         return_exceptions=True,
     )
-    assert isinstance(results[0], str)
+    assert isinstance(results[0], Claim)
     assert isinstance(results[1], NotFound)
-    assert str(results[1]) == "deployment depl_missing not found"
-    assert isinstance(results[2], str)
+    assert str(results[1]) == "deployment not found (the run names no stored deployment)"
+    assert isinstance(results[2], Claim)
 
 
-async def test_full_disk_is_service_unavailable(journal: Journal) -> None:
+async def test_full_disk_is_service_unavailable(journal: SqliteJournal) -> None:
     """SQLITE_FULL (the file may not grow) surfaces as ServiceUnavailable, and the journal
     keeps working once space is back."""
     # Limit the writer connection's file size like a full disk (in the writer's own thread).
-    pages = await journal._writer.call(lambda conn: conn.execute("PRAGMA page_count").fetchone())
+    pages = await journal.run_on_writer(lambda conn: conn.execute("PRAGMA page_count").fetchone())
     assert pages is not None
-    await journal._writer.call(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages[0]}"))
+    await journal.run_on_writer(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages[0]}"))
     big = dataclasses.replace(make_deployment(), description="x" * 200_000)
     with pytest.raises(ServiceUnavailable, match="disk is full"):
         await journal.insert_deployment(big)
-    await journal._writer.call(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await journal.run_on_writer(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
     await journal.insert_deployment(big)
     assert await journal.get_deployment(big.id) == big
 
 
-async def test_local_sessions_are_recorded(journal: Journal) -> None:
+async def test_local_sessions_are_recorded(journal: SqliteJournal) -> None:
     journal.session_started(
         session_id="sesn_1", run_id="drun_1", deployment_id="depl_1", pid=4242, started_at=T0
     )
@@ -278,7 +301,7 @@ async def test_local_sessions_are_recorded(journal: Journal) -> None:
     assert await journal.get_session("sesn_unknown") is None
 
 
-async def test_session_records_commit_in_order_in_one_batch(journal: Journal) -> None:
+async def test_session_records_commit_in_order_in_one_batch(journal: SqliteJournal) -> None:
     """Queued starts and ends of many sessions share transactions and keep their order."""
     before = journal.transactions
     for index in range(200):
@@ -298,7 +321,7 @@ async def test_session_records_commit_in_order_in_one_batch(journal: Journal) ->
         assert (record["pid"], record["exit_status"]) == (index, index % 3)
 
 
-async def test_a_failed_session_record_is_logged_and_fails_alone(journal: Journal) -> None:
+async def test_a_failed_session_record_is_logged_and_fails_alone(journal: SqliteJournal) -> None:
     with capture_logs() as logs:
         journal.session_started(
             session_id="sesn_ok", run_id="drun_1", deployment_id="depl_1", pid=7, started_at=T0
@@ -321,8 +344,8 @@ async def test_a_failed_session_record_is_logged_and_fails_alone(journal: Journa
 
 
 async def test_closed_journal_refuses_writes(tmp_path: Path) -> None:
-    journal = await Journal.open(tmp_path / "journal.db")
-    await journal.close()
+    async with SqliteJournal.open(tmp_path / "journal.db") as journal:
+        pass
     with pytest.raises(JournalError, match="closed"):
         await journal.insert_deployment(make_deployment())
 
@@ -384,7 +407,7 @@ def assert_indexed_without_sort(plan: list[str], table: str, index: str) -> None
 @pytest.mark.parametrize("name", list(DEPLOYMENT_FILTERS))
 @pytest.mark.parametrize("paged", [False, True], ids=["first-page", "next-page"])
 async def test_every_deployment_filter_uses_its_index_and_no_sort(
-    journal: Journal, name: str, paged: bool
+    journal: SqliteJournal, name: str, paged: bool
 ) -> None:
     flt, index = DEPLOYMENT_FILTERS[name]
     sql, params = deployments_query(flt, after=AFTER if paged else None, limit=21)
@@ -394,7 +417,7 @@ async def test_every_deployment_filter_uses_its_index_and_no_sort(
 @pytest.mark.parametrize("name", list(RUN_FILTERS))
 @pytest.mark.parametrize("paged", [False, True], ids=["first-page", "next-page"])
 async def test_every_run_filter_uses_its_index_and_no_sort(
-    journal: Journal, name: str, paged: bool
+    journal: SqliteJournal, name: str, paged: bool
 ) -> None:
     """Runs are the big table: every filter is a SEARCH on its index, never a SCAN."""
     flt, index = RUN_FILTERS[name]

@@ -77,16 +77,16 @@ def make_service(journal: Journal) -> DeploymentService:
 
 
 async def add_run(journal: Journal, deployment: Deployment, completed_at: datetime) -> str:
-    run_id = await journal.claim_run(
+    claim = await journal.claim_run(
         deployment_id=deployment.id,
         agent=deployment.agent,
         trigger_type=TriggerType.MANUAL,
         scheduled_at=None,
         claimed_at=completed_at,
     )
-    assert run_id is not None
-    await journal.complete_run(run_id, session_id="sesn_x", error=None, completed_at=completed_at)
-    return run_id
+    assert claim is not None
+    await journal.complete_run(claim, session_id="sesn_x", error=None, completed_at=completed_at)
+    return claim.run_id
 
 
 async def all_run_pages(service: DeploymentService, limit: int, **filters: Any) -> list[list[str]]:

@@ -25,8 +25,8 @@ from agentcron.core.models import (
 )
 from agentcron.core.timeutil import to_micros
 from agentcron.errors import InvalidRequest, JournalError, NotFound
-from agentcron.journal import RECOVERED_MESSAGE, Journal
-from agentcron.journal.sqlite.reads import SCHEDULE_ROWS_SQL, ScheduleRow
+from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal, ScheduleRow, SqliteJournal
+from agentcron.journal.sqlite.reads import SCHEDULE_ROWS_SQL
 from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
 
@@ -62,7 +62,7 @@ def service(journal: Journal) -> DeploymentService:
 
 async def claim(
     journal: Journal, deployment: Deployment, scheduled_at: datetime | None, at: datetime = T0
-) -> str | None:
+) -> Claim | None:
     return await journal.claim_run(
         deployment_id=deployment.id,
         agent=deployment.agent,
@@ -77,9 +77,9 @@ async def test_fifty_concurrent_claims_of_one_occurrence_have_one_winner(
 ) -> None:
     occurrence = T0 + timedelta(hours=1)
     results = await asyncio.gather(*(claim(journal, deployment, occurrence) for _ in range(50)))
-    winners = [run_id for run_id in results if run_id is not None]
+    winners = [claimed for claimed in results if claimed is not None]
     assert len(winners) == 1
-    assert winners[0].startswith("drun_")
+    assert winners[0].run_id.startswith("drun_")
     assert await claim(journal, deployment, occurrence) is None  # also once committed
 
 
@@ -88,9 +88,7 @@ async def test_two_journals_on_one_file_cannot_both_claim_an_occurrence(
 ) -> None:
     """The uniqueness lives in the schema, not in one process's memory."""
     path = tmp_path / "journal.db"
-    first = await Journal.open(path)
-    second = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as first, SqliteJournal.open(path) as second:
         created = make_deployment()
         await first.insert_deployment(created)
         occurrence = T0 + timedelta(hours=2)
@@ -98,9 +96,6 @@ async def test_two_journals_on_one_file_cannot_both_claim_an_occurrence(
             claim(first, created, occurrence), claim(second, created, occurrence)
         )
         assert sorted(result is None for result in results) == [False, True]
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_manual_runs_are_never_unique_conflicts(
@@ -116,8 +111,9 @@ async def test_manual_runs_are_never_unique_conflicts(
 async def test_open_claims_are_invisible_until_completed(
     journal: Journal, deployment: Deployment, service: DeploymentService
 ) -> None:
-    run_id = await claim(journal, deployment, T0)
-    assert run_id is not None
+    claimed = await claim(journal, deployment, T0)
+    assert claimed is not None
+    run_id = claimed.run_id
     assert await journal.get_run(run_id) is None
     with pytest.raises(NotFound, match=f"deployment run {run_id} not found"):
         await service.get_run(run_id)
@@ -125,7 +121,7 @@ async def test_open_claims_are_invisible_until_completed(
     assert (await service.counts())["runs"] == 0
     completed_at = T0 + timedelta(seconds=3)
     run = await journal.complete_run(
-        run_id, session_id="sesn_1", error=None, completed_at=completed_at
+        claimed, session_id="sesn_1", error=None, completed_at=completed_at
     )
     assert run == DeploymentRun(
         id=run_id,
@@ -144,20 +140,20 @@ async def test_open_claims_are_invisible_until_completed(
 async def test_completion_records_exactly_one_outcome(
     journal: Journal, deployment: Deployment
 ) -> None:
-    run_id = await claim(journal, deployment, T0)
-    assert run_id is not None
+    claimed = await claim(journal, deployment, T0)
+    assert claimed is not None
     with pytest.raises(ValueError, match="exactly one"):
-        await journal.complete_run(run_id, session_id=None, error=None, completed_at=T0)
+        await journal.complete_run(claimed, session_id=None, error=None, completed_at=T0)
     with pytest.raises(ValueError, match="exactly one"):
         await journal.complete_run(
-            run_id, session_id="s", error=RunError(type="x", message="y"), completed_at=T0
+            claimed, session_id="s", error=RunError(type="x", message="y"), completed_at=T0
         )
     error = RunError(type="session_rate_limited", message="too many sessions")
-    run = await journal.complete_run(run_id, session_id=None, error=error, completed_at=T0)
+    run = await journal.complete_run(claimed, session_id=None, error=error, completed_at=T0)
     assert (run.session_id, run.error) == (None, error)
     with pytest.raises(JournalError, match="not an open claim"):
-        await journal.complete_run(run_id, session_id="sesn_2", error=None, completed_at=T0)
-    stored = await journal.get_run(run_id)
+        await journal.complete_run(claimed, session_id="sesn_2", error=None, completed_at=T0)
+    stored = await journal.get_run(claimed.run_id)
     assert stored is not None
     assert stored.error == error
 
@@ -166,10 +162,10 @@ async def test_completion_sets_last_run_at_only_when_asked_and_never_backwards(
     journal: Journal, deployment: Deployment
 ) -> None:
     async def fire(minute: int, last_run_at: datetime | None) -> None:
-        run_id = await claim(journal, deployment, T0 + timedelta(minutes=minute))
-        assert run_id is not None
+        claimed = await claim(journal, deployment, T0 + timedelta(minutes=minute))
+        assert claimed is not None
         await journal.complete_run(
-            run_id, session_id="s", error=None, completed_at=T0, last_run_at=last_run_at
+            claimed, session_id="s", error=None, completed_at=T0, last_run_at=last_run_at
         )
 
     async def last_run_at() -> datetime | None:
@@ -185,7 +181,7 @@ async def test_completion_sets_last_run_at_only_when_asked_and_never_backwards(
     assert await last_run_at() == T0 + timedelta(minutes=2, seconds=4)
 
 
-async def test_latest_scheduled_at_counts_open_claims_and_ignores_manual_runs(
+async def test_the_latest_scheduled_run_counts_open_claims_and_ignores_manual_runs(
     journal: Journal, deployment: Deployment
 ) -> None:
     other = make_deployment()
@@ -194,9 +190,10 @@ async def test_latest_scheduled_at_counts_open_claims_and_ignores_manual_runs(
     await claim(journal, deployment, T0 + timedelta(hours=3))  # left open
     await claim(journal, deployment, None)
     await claim(journal, other, T0)
-    assert await journal.latest_scheduled_at() == {
-        deployment.id: T0 + timedelta(hours=3),
-        other.id: T0,
+    latest = {row.deployment_id: row.latest_scheduled_at for row in await journal.schedule_rows()}
+    assert latest == {
+        deployment.id: to_micros(T0 + timedelta(hours=3)),
+        other.id: to_micros(T0),
     }
 
 
@@ -234,7 +231,7 @@ async def test_schedule_rows_list_only_firing_deployments_with_their_latest_sche
 
 
 async def test_schedule_rows_find_the_latest_run_through_the_occurrence_index(
-    journal: Journal,
+    journal: SqliteJournal,
 ) -> None:
     """One index seek per deployment, not a scan of the runs table."""
     plan = " | ".join(await journal.explain(SCHEDULE_ROWS_SQL, ()))
@@ -256,14 +253,15 @@ async def test_get_deployments_returns_the_existing_ones_by_id_across_query_chun
 async def test_recover_completes_open_claims_as_service_unavailable(
     journal: Journal, deployment: Deployment
 ) -> None:
-    open_id = await claim(journal, deployment, T0)
-    done_id = await claim(journal, deployment, T0 + timedelta(hours=1))
-    assert open_id is not None
-    assert done_id is not None
-    await journal.complete_run(done_id, session_id="sesn_ok", error=None, completed_at=T0)
+    left_open = await claim(journal, deployment, T0)
+    done = await claim(journal, deployment, T0 + timedelta(hours=1))
+    assert left_open is not None
+    assert done is not None
+    await journal.complete_run(done, session_id="sesn_ok", error=None, completed_at=T0)
+    done_id = done.run_id
     now = T0 + timedelta(minutes=5)
     recovered = await journal.recover_open_claims(now)
-    assert [run.id for run in recovered] == [open_id]
+    assert [run.id for run in recovered] == [left_open.run_id]
     assert recovered[0].error == RunError(type="service_unavailable", message=RECOVERED_MESSAGE)
     assert recovered[0].created_at == now
     assert await journal.recover_open_claims(now) == []
@@ -277,18 +275,18 @@ _CLAIMING_CHILD = textwrap.dedent(
     import asyncio, sys, time
     from datetime import datetime, UTC
     from pathlib import Path
-    from agentcron.journal import Journal
+    from agentcron.journal import SqliteJournal
     from agentcron.core.models import AgentRef, TriggerType
 
     async def main() -> None:
-        journal = await Journal.open(Path(sys.argv[1]))
-        run_id = await journal.claim_run(
-            deployment_id=sys.argv[2], agent=AgentRef(id="agent_test", version=1),
-            trigger_type=TriggerType.SCHEDULE,
-            scheduled_at=datetime(2026, 5, 1, 13, tzinfo=UTC),
-            claimed_at=datetime(2026, 5, 1, 13, tzinfo=UTC))
-        print(run_id, flush=True)
-        time.sleep(60)  # "creating the session" when SIGKILL arrives
+        async with SqliteJournal.open(Path(sys.argv[1])) as journal:
+            claim = await journal.claim_run(
+                deployment_id=sys.argv[2], agent=AgentRef(id="agent_test", version=1),
+                trigger_type=TriggerType.SCHEDULE,
+                scheduled_at=datetime(2026, 5, 1, 13, tzinfo=UTC),
+                claimed_at=datetime(2026, 5, 1, 13, tzinfo=UTC))
+            print(claim.run_id, flush=True)
+            time.sleep(60)  # "creating the session" when SIGKILL arrives
 
     asyncio.run(main())
     """
@@ -299,10 +297,9 @@ async def test_claim_of_a_killed_process_is_recovered_on_the_next_open(tmp_path:
     """A process claims a run and is SIGKILLed before completing it; the next opener completes
     that claim as service_unavailable and the occurrence can never be claimed again."""
     path = tmp_path / "journal.db"
-    first = await Journal.open(path)
     created = make_deployment()
-    await first.insert_deployment(created)
-    await first.close()
+    async with SqliteJournal.open(path) as first:
+        await first.insert_deployment(created)
 
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -323,8 +320,7 @@ async def test_claim_of_a_killed_process_is_recovered_on_the_next_open(tmp_path:
         await child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         assert await journal.get_run(run_id) is None
         now = T0 + timedelta(hours=1, seconds=30)
         recovered = await journal.recover_open_claims(now)
@@ -333,8 +329,6 @@ async def test_claim_of_a_killed_process_is_recovered_on_the_next_open(tmp_path:
         ]
         assert await journal.get_run(run_id) == recovered[0]
         assert await claim(journal, created, datetime(2026, 5, 1, 13, tzinfo=UTC)) is None
-    finally:
-        await journal.close()
 
 
 # --- listing runs through the service ------------------------------------------------------
@@ -345,12 +339,12 @@ async def make_runs(journal: Journal, deployment: Deployment) -> list[Deployment
     runs = []
     for i in range(6):
         scheduled_at = T0 + timedelta(hours=i) if i % 3 else None
-        run_id = await claim(journal, deployment, scheduled_at)
-        assert run_id is not None
+        claimed = await claim(journal, deployment, scheduled_at)
+        assert claimed is not None
         error = RunError(type="vault_not_found", message="vault gone") if i % 2 else None
         runs.append(
             await journal.complete_run(
-                run_id,
+                claimed,
                 session_id=None if error else f"sesn_{i}",
                 error=error,
                 completed_at=T0 + timedelta(seconds=i),
@@ -365,9 +359,9 @@ async def test_run_filters(
     runs = await make_runs(journal, deployment)
     other = make_deployment()
     await journal.insert_deployment(other)
-    other_run_id = await claim(journal, other, None)
-    assert other_run_id is not None
-    await journal.complete_run(other_run_id, session_id="s", error=None, completed_at=T0)
+    other_claim = await claim(journal, other, None)
+    assert other_claim is not None
+    await journal.complete_run(other_claim, session_id="s", error=None, completed_at=T0)
 
     async def ids_of(**filters: object) -> list[str]:
         page = await service.list_runs(limit=1000, **filters)  # type: ignore[arg-type]

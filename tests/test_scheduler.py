@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from agentcron.core.jitter import jitter_offset
 from agentcron.core.models import DeploymentRun, TriggerType
 from agentcron.errors import Conflict, NotFound
-from agentcron.journal import Journal
+from agentcron.journal import Journal, SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher, eventually
@@ -83,8 +83,7 @@ async def scheduler_rig(
     """A journal file, a service and a running scheduler; stopped and closed on exit."""
     options.setdefault("max_jitter", 0.0)
     options.setdefault("max_sleep", 3600.0)
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         clock = FakeClock(start)
         launcher = launcher or RecordingLauncher()
         service = DeploymentService(journal, launcher, clock)
@@ -96,8 +95,6 @@ async def scheduler_rig(
             await scheduler.idle()
             yield Rig(journal, clock, launcher, service, scheduler, tg)
             tg.cancel_scope.cancel()
-    finally:
-        await journal.close()
 
 
 async def test_fire_happens_at_nominal_time_plus_jitter_offset_not_before(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 
 from agentcron import ids
 from agentcron.core.models import AgentRef, Deployment, DeploymentRun, Schedule, TriggerType
-from agentcron.journal import Journal
-from agentcron.runtime.firing import STOPPED_MESSAGE
+from agentcron.journal import RECOVERED_MESSAGE as STOPPED_MESSAGE
+from agentcron.journal import SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
@@ -21,12 +21,9 @@ from tests.test_scheduler import NOON, START, deployment_body, scheduler_rig
 
 async def create_offline(path: Path, *bodies: dict[str, object]) -> list[Deployment]:
     """Create deployments in a journal with no scheduler running (a first daemon life)."""
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         service = DeploymentService(journal, RecordingLauncher(), FakeClock(START))
         return [await service.create(body) for body in bodies]
-    finally:
-        await journal.close()
 
 
 async def test_restart_after_a_crash_between_claim_and_completion_never_creates_that_session(
@@ -35,22 +32,22 @@ async def test_restart_after_a_crash_between_claim_and_completion_never_creates_
     """An open claim is completed as service_unavailable at start; its session is never made."""
     path = tmp_path / "journal.db"
     (deployment,) = await create_offline(path, deployment_body())
-    journal = await Journal.open(path)
-    claimed = await journal.claim_run(
-        deployment_id=deployment.id,
-        agent=deployment.agent,
-        trigger_type=TriggerType.SCHEDULE,
-        scheduled_at=NOON,
-        claimed_at=NOON,
-    )
-    assert claimed is not None
-    await journal.close()  # the daemon dies here, before the launcher answered
+    async with SqliteJournal.open(path) as journal:
+        claimed = await journal.claim_run(
+            deployment_id=deployment.id,
+            agent=deployment.agent,
+            trigger_type=TriggerType.SCHEDULE,
+            scheduled_at=NOON,
+            claimed_at=NOON,
+        )
+        assert claimed is not None
+    # the daemon died there, before the launcher answered
 
     async with scheduler_rig(path, start=NOON + timedelta(seconds=10)) as rig:
         await rig.advance(120)
         assert rig.launcher.requests == []
         (run,) = await rig.runs(deployment.id)
-        assert run.id == claimed
+        assert run.id == claimed.run_id
         assert run.error is not None
         assert run.error.type == "service_unavailable"
         await rig.advance_to(NOON + timedelta(days=1, minutes=1))
@@ -117,14 +114,11 @@ async def test_an_occurrence_claimed_elsewhere_is_suppressed_as_a_duplicate(
 
 async def only_run_after_shutdown(path: Path, deployment_id: str) -> DeploymentRun:
     """Reopen the journal: the shutdown left no open claim, and the deployment has one run."""
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         assert await journal.recover_open_claims(NOON) == []
         service = DeploymentService(journal, RecordingLauncher(), FakeClock(NOON))
         (run,) = (await service.list_runs(deployment_id=deployment_id)).data
         return run
-    finally:
-        await journal.close()
 
 
 async def test_shutdown_waits_for_in_flight_creations_within_the_grace(tmp_path: Path) -> None:
@@ -177,8 +171,7 @@ async def test_ten_thousand_deployments_due_at_the_same_instant_all_fire_exactly
     """10,000 deployments on the same minute: 10,000 sessions, 10,000 unique completed runs."""
     count = 10_000
     path = tmp_path / "journal.db"
-    journal = await Journal.open(path)
-    try:
+    async with SqliteJournal.open(path) as journal:
         async with anyio.create_task_group() as inserts:  # group-committed
             for _ in range(count):
                 inserts.start_soon(journal.insert_deployment, stored_deployment(START))
@@ -221,5 +214,3 @@ async def test_ten_thousand_deployments_due_at_the_same_instant_all_fire_exactly
         assert len(launcher.requests) == count
         health = scheduler.health()
         assert (health["fired"], health["succeeded"], health["duplicates"]) == (count, count, 0)
-    finally:
-        await journal.close()

@@ -29,7 +29,7 @@ from agentcron.api.socket import bind_control_socket, serve
 from agentcron.clock import SystemClock
 from agentcron.config import Config, load_config
 from agentcron.errors import AgentcronError, ConfigError
-from agentcron.journal import Journal
+from agentcron.journal import SqliteJournal
 from agentcron.launchers import create_launcher
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
@@ -155,8 +155,9 @@ async def run_daemon(
     lock.acquire()
     async with AsyncExitStack() as stack:
         stack.callback(lock.release)
-        journal = await Journal.open(daemon_cfg.state_dir / "journal.db")
-        stack.push_async_callback(journal.close)
+        journal = await stack.enter_async_context(
+            SqliteJournal.open(daemon_cfg.state_dir / "journal.db", clock=clock)
+        )
         launcher = create_launcher(config, recorder=journal, clock=clock)
         await stack.enter_async_context(launcher)
         service = DeploymentService(

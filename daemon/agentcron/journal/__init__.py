@@ -1,5 +1,25 @@
-"""The journal: every deployment, claim, run and local session, durably (SPEC §4)."""
+"""The journal: every deployment, claim, run and local session, durably (SPEC §4).
 
-from agentcron.journal.sqlite.store import RECOVERED_MESSAGE, Journal
+``Journal`` (``agentcron.journal.protocol``) is the port the rest of the daemon uses;
+``SqliteJournal`` (``agentcron.journal.sqlite``) is the embedded backend.
+"""
 
-__all__ = ["RECOVERED_MESSAGE", "Journal"]
+from agentcron.journal.protocol import (
+    RECOVERED_MESSAGE,
+    Claim,
+    DeploymentFilter,
+    Journal,
+    RunFilter,
+    ScheduleRow,
+)
+from agentcron.journal.sqlite.store import SqliteJournal
+
+__all__ = [
+    "RECOVERED_MESSAGE",
+    "Claim",
+    "DeploymentFilter",
+    "Journal",
+    "RunFilter",
+    "ScheduleRow",
+    "SqliteJournal",
+]

@@ -36,13 +36,12 @@ from agentcron.clock import Clock
 from agentcron.core.models import Deployment, DeploymentRun, RunError, RunErrorType, TriggerType
 from agentcron.core.timeutil import format_ts
 from agentcron.errors import AgentcronError, Conflict, LaunchFailure, ServiceUnavailable
-from agentcron.journal import Journal
+from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal
 from agentcron.launchers.base import Launcher, SessionRequest
 from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger("agentcron.scheduler")
 
-STOPPED_MESSAGE = "daemon stopped before session creation was confirmed"
 _READ_BATCH = 500  # deployments read ahead per query
 _KNOWN_MAX = 16_384  # deployment copies kept at most (about 1-2 kB each)
 
@@ -265,7 +264,7 @@ class Firing:
 
     async def _fire_claimed(self, deployment: Deployment, due: DueFire) -> None:
         try:
-            run_id = await self._journal.claim_run(
+            claim = await self._journal.claim_run(
                 deployment_id=deployment.id,
                 agent=deployment.agent,
                 trigger_type=TriggerType.SCHEDULE,
@@ -275,14 +274,14 @@ class Firing:
         except AgentcronError as exc:
             log.error("run_claim_failed", scheduled_at=format_ts(due.scheduled_at), error=str(exc))
             return
-        if run_id is None:
+        if claim is None:
             self.stats.duplicates += 1
             log.info("run_duplicate_suppressed", scheduled_at=format_ts(due.scheduled_at))
             return
-        with structlog.contextvars.bound_contextvars(run_id=run_id):
-            started_at, session_id, error = await self._launch(deployment, run_id)
+        with structlog.contextvars.bound_contextvars(run_id=claim.run_id):
+            started_at, session_id, error = await self._launch(deployment, claim)
             try:
-                run = await self._complete(run_id, session_id, error, last_run_at=started_at)
+                run = await self._complete(claim, session_id, error, last_run_at=started_at)
             except AgentcronError:
                 return  # logged; the claim stays open and the next start completes it
             lag_ms = round((started_at - due.fire_at).total_seconds() * 1000, 3)
@@ -310,18 +309,18 @@ class Firing:
             self._end()
 
     async def _run_manual_claimed(self, deployment: Deployment) -> DeploymentRun:
-        run_id = await self._journal.claim_run(
+        claim = await self._journal.claim_run(
             deployment_id=deployment.id,
             agent=deployment.agent,
             trigger_type=TriggerType.MANUAL,
             scheduled_at=None,
             claimed_at=self._clock.now(),
         )
-        if run_id is None:  # pragma: no cover - manual claims have no unique key
+        if claim is None:  # pragma: no cover - manual claims have no unique key
             raise ServiceUnavailable("the journal refused the manual run's claim")
-        with structlog.contextvars.bound_contextvars(run_id=run_id):
-            _, session_id, error = await self._launch(deployment, run_id)
-            run = await self._complete(run_id, session_id, error, last_run_at=None)
+        with structlog.contextvars.bound_contextvars(run_id=claim.run_id):
+            _, session_id, error = await self._launch(deployment, claim)
+            run = await self._complete(claim, session_id, error, last_run_at=None)
             self._record(run, session_id, error, lag_ms=0.0)
             if error is not None:
                 await self._after_failure(deployment.id, error.type, scheduled=False)
@@ -330,7 +329,7 @@ class Firing:
     # --- the shared steps ----------------------------------------------------------------------
 
     async def _launch(
-        self, deployment: Deployment, run_id: str
+        self, deployment: Deployment, claim: Claim
     ) -> tuple[datetime, str | None, RunError | None]:
         """Call the launcher; returns (when the call began, session id, error)."""
         started_at = self._clock.now()
@@ -338,9 +337,9 @@ class Firing:
             return (
                 started_at,
                 None,
-                RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=STOPPED_MESSAGE),
+                RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=RECOVERED_MESSAGE),
             )
-        request = SessionRequest.for_deployment(deployment, run_id)
+        request = SessionRequest.for_deployment(deployment, claim.run_id)
         scope = anyio.CancelScope()
         self._launches.add(scope)
         session_id: str | None = None
@@ -362,12 +361,12 @@ class Firing:
             self._changes.notify()
         if scope.cancelled_caught or (session_id is None and error is None):
             session_id = None
-            error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=STOPPED_MESSAGE)
+            error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=RECOVERED_MESSAGE)
         return started_at, session_id, error
 
     async def _complete(
         self,
-        run_id: str,
+        claim: Claim,
         session_id: str | None,
         error: RunError | None,
         *,
@@ -375,7 +374,7 @@ class Firing:
     ) -> DeploymentRun:
         try:
             return await self._journal.complete_run(
-                run_id,
+                claim,
                 session_id=session_id,
                 error=error,
                 completed_at=self._clock.now(),

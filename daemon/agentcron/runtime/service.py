@@ -33,8 +33,7 @@ from agentcron.core.validation import (
     validate_update,
 )
 from agentcron.errors import Conflict, InvalidRequest, NotFound
-from agentcron.journal import Journal
-from agentcron.journal.sqlite.reads import DeploymentFilter, RunFilter
+from agentcron.journal import DeploymentFilter, Journal, RunFilter
 from agentcron.launchers.base import Launcher
 
 log = structlog.get_logger(__name__)

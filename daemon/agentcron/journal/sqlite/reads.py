@@ -7,68 +7,23 @@ index, newest first by ``(created_at, id)``, without sorting.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiosqlite
 
 from agentcron.core.models import Deployment, DeploymentRun
 from agentcron.core.pagination import Position
-from agentcron.core.timeutil import from_micros
-from agentcron.errors import AgentcronError
+from agentcron.journal.protocol import DeploymentFilter, RunFilter, ScheduleRow
 from agentcron.journal.sqlite.rows import (
     DEPLOYMENT_COLUMNS,
     RUN_COLUMNS,
     deployment_from_row,
     run_from_row,
 )
-from agentcron.journal.sqlite.writer import translate_sqlite_error
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentFilter:
-    """Filters of the deployments list (already validated; times in microseconds)."""
-
-    agent_id: str | None = None
-    paused: bool | None = None
-    include_archived: bool = False
-    created_at_gte: int | None = None
-    created_at_lte: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunFilter:
-    """Filters of the runs list (already validated; times in microseconds)."""
-
-    deployment_id: str | None = None
-    has_error: bool | None = None
-    trigger_type: str | None = None
-    created_at_gt: int | None = None
-    created_at_gte: int | None = None
-    created_at_lt: int | None = None
-    created_at_lte: int | None = None
-
+from agentcron.journal.sqlite.writer import map_sqlite_errors
 
 _IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's parameter limit
-
-
-class ScheduleRow(NamedTuple):
-    """What the scheduler needs of one deployment that fires (``Journal.schedule_rows``).
-
-    A tuple, not a dataclass: a start-up reads one per scheduled deployment (100,000 of them
-    at the limit's far end), and nothing here is parsed.
-    """
-
-    deployment_id: str
-    expression: str
-    timezone: str
-    updated_at: int
-    """Microseconds since the epoch: when the schedule was last set, unpaused or changed."""
-    latest_scheduled_at: int | None
-    """Microseconds since the epoch: the latest occurrence that has a run row (open or not)."""
 
 
 SCHEDULE_ROWS_SQL = (
@@ -156,12 +111,8 @@ class JournalQueries:
         self._reader = reader
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
+        with map_sqlite_errors():
             return list(await self._reader.execute_fetchall(sql, params))
-        except AgentcronError:
-            raise
-        except (sqlite3.Error, ValueError) as exc:
-            raise translate_sqlite_error(exc) from exc
 
     async def explain(self, sql: str, params: Sequence[Any]) -> list[str]:
         """The ``EXPLAIN QUERY PLAN`` detail lines of ``sql``."""
@@ -176,7 +127,7 @@ class JournalQueries:
         )
         return deployment_from_row(rows[0]) if rows else None
 
-    async def get_deployments(self, deployment_ids: Sequence[str]) -> dict[str, Deployment]:
+    async def get_deployments(self, deployment_ids: list[str]) -> dict[str, Deployment]:
         """The deployments among ``deployment_ids`` that exist, by id (one query per 500)."""
         found: dict[str, Deployment] = {}
         for start in range(0, len(deployment_ids), _IN_CHUNK):
@@ -189,14 +140,6 @@ class JournalQueries:
                 deployment = deployment_from_row(row)
                 found[deployment.id] = deployment
         return found
-
-    async def scheduled_deployments(self) -> list[Deployment]:
-        """Every non-archived deployment with a schedule (paused ones included)."""
-        rows = await self._fetch(
-            f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments "
-            "WHERE archived = 0 AND schedule_expression IS NOT NULL ORDER BY created_at, id"
-        )
-        return [deployment_from_row(row) for row in rows]
 
     async def schedule_rows(self) -> list[ScheduleRow]:
         """Every deployment that fires (scheduled, not paused, not archived), oldest first, as
@@ -241,14 +184,6 @@ class JournalQueries:
         }
 
     # --- runs --------------------------------------------------------------------------------
-
-    async def latest_scheduled_at(self) -> dict[str, datetime]:
-        """Per deployment, the latest ``scheduled_at`` that has a run row (open or not)."""
-        rows = await self._fetch(
-            "SELECT deployment_id, max(scheduled_at) FROM runs "
-            "WHERE scheduled_at IS NOT NULL GROUP BY deployment_id"
-        )
-        return {deployment_id: from_micros(latest) for deployment_id, latest in rows}
 
     async def get_run(self, run_id: str) -> DeploymentRun | None:
         """A completed run (open claims are not visible)."""

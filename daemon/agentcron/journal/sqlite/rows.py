@@ -165,3 +165,18 @@ def run_from_row(row: sqlite3.Row | tuple[Any, ...]) -> DeploymentRun:
         error=None if error_type is None else RunError(type=error_type, message=error_message),
         created_at=from_micros(created_at),
     )
+
+
+def session_from_row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    """A ``sessions`` row (session_id, run_id, deployment_id, pid, exit_status, started_at,
+    ended_at) as ``Journal.get_session`` returns it."""
+    session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at = row
+    return {
+        "session_id": session_id,
+        "run_id": run_id,
+        "deployment_id": deployment_id,
+        "pid": pid,
+        "exit_status": exit_status,
+        "started_at": from_micros(started_at),
+        "ended_at": None if ended_at is None else from_micros(ended_at),
+    }

@@ -1,9 +1,10 @@
-"""The journal: agentcron's one SQLite file of deployments, runs and local sessions.
+"""The SQLite journal: agentcron's one file of deployments, runs and local sessions.
 
-``Journal.open`` prepares the file (mode 0600, WAL, ``synchronous=FULL``, foreign keys,
-forward migrations) and starts the group-commit writer (``agentcron.journal.sqlite.writer``). All
-writes go through that writer on one connection; reads use a second, query-only connection,
-so a list never waits behind a large write batch.
+``SqliteJournal.open`` prepares the file (mode 0600, WAL, ``synchronous=FULL``, foreign keys,
+forward migrations) and runs the group-commit writer (``agentcron.journal.sqlite.writer``) in
+its own task group while the journal is open (``async with``). All writes go through that
+writer on one connection; reads use a second, query-only connection, so a list never waits
+behind a large write batch.
 
 A run is *claimed* (an open row, unique per ``(deployment_id, scheduled_at)``) before its
 session is created and *completed* after; only completed runs are visible to the API.
@@ -14,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+import anyio
 
 from agentcron import ids
+from agentcron.clock import Clock, SystemClock
 from agentcron.core.models import (
     AgentRef,
     Deployment,
@@ -29,14 +34,19 @@ from agentcron.core.models import (
     RunErrorType,
     TriggerType,
 )
-from agentcron.core.timeutil import from_micros, to_micros
-from agentcron.errors import AgentcronError, JournalError
+from agentcron.core.timeutil import to_micros
+from agentcron.errors import JournalError
+from agentcron.journal.protocol import RECOVERED_MESSAGE, Claim
 from agentcron.journal.sqlite.reads import JournalQueries
-from agentcron.journal.sqlite.rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_MUTABLE, deployment_params
+from agentcron.journal.sqlite.rows import (
+    DEPLOYMENT_COLUMNS,
+    DEPLOYMENT_MUTABLE,
+    deployment_params,
+    session_from_row,
+)
 from agentcron.journal.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
-from agentcron.journal.sqlite.writer import GroupCommitWriter, translate_sqlite_error
+from agentcron.journal.sqlite.writer import GroupCommitWriter
 from agentcron.journal.sqlite.writes import (
-    ClaimInfo,
     ClaimOp,
     CompleteOp,
     RecoverOp,
@@ -45,10 +55,10 @@ from agentcron.journal.sqlite.writes import (
     StatementOp,
 )
 
+_T = TypeVar("_T")
 BUSY_TIMEOUT_MS = 5000
 GROUP_COMMIT_PACE = 0.002
 """Seconds between the starts of transactions in a write burst (see ``GroupCommitWriter``)."""
-RECOVERED_MESSAGE = "daemon stopped before session creation was confirmed"
 
 _INSERT_DEPLOYMENT = (
     f"INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES "
@@ -120,27 +130,31 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
 
 
-class Journal(JournalQueries):
-    """The open journal. Create with ``await Journal.open(path)``; ``await close()`` at the end.
+class SqliteJournal(JournalQueries):
+    """The open SQLite journal (implements ``agentcron.journal.Journal``).
 
-    Reading methods are in ``JournalQueries``. Every method raises ``ServiceUnavailable`` when
-    SQLite cannot write or read (disk full, I/O error, lock), ``JournalError`` otherwise.
+    Open with ``async with SqliteJournal.open(path) as journal:``; leaving the block commits
+    what is queued and closes the file. Reading methods are in ``JournalQueries``.
     """
 
     def __init__(
-        self, path: Path, writer_conn: sqlite3.Connection, reader_conn: aiosqlite.Connection
+        self,
+        path: Path,
+        writer_conn: sqlite3.Connection,
+        reader_conn: aiosqlite.Connection,
+        clock: Clock,
     ) -> None:
         super().__init__(reader_conn)
         self.path = path
-        self._writer = GroupCommitWriter(writer_conn, pace=GROUP_COMMIT_PACE)
-        self._claims: dict[str, ClaimInfo] = {}
+        self._writer = GroupCommitWriter(writer_conn, clock=clock, pace=GROUP_COMMIT_PACE)
 
     @classmethod
-    async def open(cls, path: Path) -> Journal:
-        """Open (creating if needed) the journal at ``path`` and start its writer.
+    @asynccontextmanager
+    async def open(cls, path: Path, *, clock: Clock | None = None) -> AsyncIterator[SqliteJournal]:
+        """Open (creating if needed) the journal at ``path`` for the ``async with`` block.
 
         Raises ``JournalError`` when the file is not usable: written by a newer agentcron,
-        not a database, unreadable.
+        not a database, unreadable. ``clock`` paces group commits (the system clock if None).
         """
         path = Path(path)
         writer: sqlite3.Connection | None = None
@@ -148,7 +162,7 @@ class Journal(JournalQueries):
             _prepare_file(path)
             writer = await asyncio.to_thread(_open_writer, path)
             reader = await _connect(path)
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError) as exc:  # at start every failure is fatal, not a 503
             if writer is not None:
                 writer.close()
             raise JournalError(f"cannot open the journal {path}: {exc}") from exc
@@ -156,34 +170,35 @@ class Journal(JournalQueries):
             if writer is not None:
                 writer.close()
             raise
-        journal = cls(path, writer, reader)
-        journal._writer.start()
-        return journal
-
-    async def close(self) -> None:
-        """Commit what is queued, stop the writer and close both connections."""
+        journal = cls(path, writer, reader, clock or SystemClock())
         try:
-            await self._writer.close()
+            async with anyio.create_task_group() as tg:
+                await tg.start(journal._writer.run)
+                try:
+                    yield journal
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await journal._close()
         finally:
-            await self._reader.close()
+            await reader.close()
+
+    async def _close(self) -> None:
+        """Commit what is queued, stop the writer and close its connection."""
+        await self._writer.close()
+
+    async def run_on_writer(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``function(conn)`` on the writing connection, in the writer's thread, between
+        transactions (maintenance: backups, integrity checks, connection limits)."""
+        return await self._writer.call(function)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     @property
     def transactions(self) -> int:
         """Write transactions committed since open (fewer than writes: group commit)."""
         return self._writer.transactions
-
-    @property
-    def writes(self) -> int:
-        """Write operations committed since open."""
-        return self._writer.ops
-
-    async def _submit(self, op: Any) -> Any:
-        try:
-            return await self._writer.submit(op)
-        except AgentcronError:
-            raise
-        except (sqlite3.Error, ValueError) as exc:
-            raise translate_sqlite_error(exc) from exc
 
     # --- runs --------------------------------------------------------------------------------
 
@@ -195,71 +210,59 @@ class Journal(JournalQueries):
         trigger_type: TriggerType,
         scheduled_at: datetime | None,
         claimed_at: datetime,
-    ) -> str | None:
-        """Durably write an open run row and return its id (``drun_...``).
-
-        Returns ``None`` when a run for ``(deployment_id, scheduled_at)`` already exists.
-        Raises ``NotFound`` for an unknown deployment.
-        """
+    ) -> Claim | None:
+        """Durably write an open run row; see ``Journal.claim_run``."""
         if (trigger_type == TriggerType.SCHEDULE) != (scheduled_at is not None):
             raise ValueError("scheduled_at is required for, and only for, scheduled runs")
-        info = ClaimInfo(
+        claim = Claim(
+            run_id=ids.new_id(ids.RUN),
             deployment_id=deployment_id,
             agent=agent,
             trigger_type=TriggerType(trigger_type),
             scheduled_at=scheduled_at,
-            scheduled_micros=None if scheduled_at is None else to_micros(scheduled_at),
         )
-        op = ClaimOp(run_id=ids.new_id(ids.RUN), info=info, claimed_at=to_micros(claimed_at))
-        run_id: str | None = await self._submit(op)
-        if run_id is not None:
-            self._claims[run_id] = info
-        return run_id
+        return await self._writer.submit(
+            ClaimOp(
+                claim=claim,
+                scheduled_micros=None if scheduled_at is None else to_micros(scheduled_at),
+                claimed_at=to_micros(claimed_at),
+            )
+        )
 
     async def complete_run(
         self,
-        run_id: str,
+        claim: Claim,
         *,
         session_id: str | None,
         error: RunError | None,
         completed_at: datetime,
         last_run_at: datetime | None = None,
     ) -> DeploymentRun:
-        """Record the outcome of an open claim; the run becomes visible with
-        ``created_at = completed_at``. With ``last_run_at`` also sets the deployment's
-        ``last_run_at`` (never moving it backwards) in the same transaction.
-        """
+        """Record the outcome of an open claim; see ``Journal.complete_run``."""
         if (session_id is None) == (error is None):
             raise ValueError("exactly one of session_id and error must be given")
-        op = CompleteOp(
-            run_id=run_id,
-            session_id=session_id,
-            error=error,
-            completed_at=completed_at,
-            completed_micros=to_micros(completed_at),
-            last_run_at=None if last_run_at is None else to_micros(last_run_at),
-            info=self._claims.get(run_id),
+        return await self._writer.submit(
+            CompleteOp(
+                claim=claim,
+                session_id=session_id,
+                error=error,
+                completed_at=completed_at,
+                completed_micros=to_micros(completed_at),
+                last_run_at=None if last_run_at is None else to_micros(last_run_at),
+            )
         )
-        run: DeploymentRun = await self._submit(op)
-        self._claims.pop(run_id, None)
-        return run
 
     async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
         """Complete every open claim (left by a daemon that stopped between claiming and
         confirming a session) as ``service_unavailable``; return those runs."""
         error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE.value, message=RECOVERED_MESSAGE)
-        runs: list[DeploymentRun] = await self._submit(
-            RecoverOp(error=error, completed_at=to_micros(now))
-        )
-        for run in runs:
-            self._claims.pop(run.id, None)
-        return runs
+        return await self._writer.submit(RecoverOp(error=error, completed_at=to_micros(now)))
 
     # --- deployments (the service's row-level writes) ----------------------------------------
 
     async def insert_deployment(self, deployment: Deployment) -> None:
         """Store a new deployment."""
-        await self._submit(
+        await self._writer.submit(
             StatementOp(statements=[(_INSERT_DEPLOYMENT, deployment_params(deployment))])
         )
 
@@ -270,7 +273,7 @@ class Journal(JournalQueries):
         """
         params = deployment_params(deployment)
         values = {key: params[key] for key in (*DEPLOYMENT_MUTABLE, "id")}
-        await self._submit(
+        await self._writer.submit(
             StatementOp(
                 statements=[(_UPDATE_DEPLOYMENT, values)],
                 expect_rows=1,
@@ -309,25 +312,13 @@ class Journal(JournalQueries):
 
     async def flush(self) -> None:
         """Return once every write queued so far has committed (or failed)."""
-        await self._submit(StatementOp(statements=[]))
+        await self._writer.submit(StatementOp(statements=[]))
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
-        """A local session's record: ``session_id``, ``run_id``, ``deployment_id``, ``pid``,
-        ``exit_status``, ``started_at``, ``ended_at`` (datetimes or ``None``)."""
+        """A local session's record; see ``Journal.get_session``."""
         rows = await self._fetch(
             "SELECT session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at "
             "FROM sessions WHERE session_id = ?",
             (session_id,),
         )
-        if not rows:
-            return None
-        sid, run_id, deployment_id, pid, exit_status, started_at, ended_at = rows[0]
-        return {
-            "session_id": sid,
-            "run_id": run_id,
-            "deployment_id": deployment_id,
-            "pid": pid,
-            "exit_status": exit_status,
-            "started_at": from_micros(started_at),
-            "ended_at": None if ended_at is None else from_micros(ended_at),
-        }
+        return session_from_row(rows[0]) if rows else None

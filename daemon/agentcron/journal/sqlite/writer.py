@@ -1,15 +1,15 @@
 """Group commit: one writer task turns many concurrent writes into few transactions.
 
 Every write to the journal is a ``WriteOp`` handed to ``GroupCommitWriter.submit``. The single
-writer task takes everything queued since its last commit, applies it inside one
-``BEGIN IMMEDIATE ... COMMIT`` in the writer's own thread (consecutive ops of one kind
-together, e.g. one ``executemany`` for a thousand claims) and only then resolves each caller's
-future, so an ``await`` returns after *its* transaction is durable (``synchronous=FULL``). If a
-batch fails, it is rolled back and its ops are retried one transaction each, so one bad op fails
-alone. A record nobody waits for (``submit_nowait``) rides in the same batches; its failure is
-logged.
+writer task (``run``, started in the journal's task group) takes everything queued since its
+last commit, applies it inside one ``BEGIN IMMEDIATE ... COMMIT`` in the writer's own thread
+(consecutive ops of one kind together, e.g. one ``executemany`` for a thousand claims) and
+only then resolves each caller's future, so an ``await`` returns after *its* transaction is
+durable (``synchronous=FULL``). If a batch fails, it is rolled back and its ops are retried one
+transaction each, so one bad op fails alone. A record nobody waits for (``submit_nowait``)
+rides in the same batches; its failure is logged.
 
-SQLite errors are translated here, at the boundary, by ``translate_sqlite_error``.
+``map_sqlite_errors`` is the one boundary where ``sqlite3`` exceptions become the project's.
 """
 
 from __future__ import annotations
@@ -17,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from itertools import groupby
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
+import anyio
+import anyio.abc
 import structlog
 
-from agentcron.errors import AgentcronError, JournalError, ServiceUnavailable
+from agentcron.clock import Clock
+from agentcron.errors import AgentcronError, JournalError, NotFound, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
+R = TypeVar("R")
 
 _UNAVAILABLE = {
     "SQLITE_FULL": "the disk is full",
@@ -43,40 +48,51 @@ _UNAVAILABLE = {
 }
 
 
-def translate_sqlite_error(exc: BaseException) -> AgentcronError:
-    """The project's error for a foreign database error.
-
-    Disk full, I/O errors, locks, unreadable or corrupt files are ``ServiceUnavailable`` (503):
-    the request was fine, the journal cannot take it now. Anything else is a ``JournalError``.
-    """
-    if isinstance(exc, AgentcronError):
-        return exc
+def _translate(exc: sqlite3.Error | ValueError) -> AgentcronError:
+    """The project's error for a foreign database error (see ``map_sqlite_errors``)."""
     name = getattr(exc, "sqlite_errorname", "") or ""
     for prefix, reason in _UNAVAILABLE.items():
         if name.startswith(prefix):
             return ServiceUnavailable(f"journal unavailable: {reason} ({name})")
-    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+    if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
+        # Only runs reference another row (their deployment), and deployments are never
+        # deleted: the run named a deployment that does not exist.
+        return NotFound("deployment not found (the run names no stored deployment)")
+    if isinstance(exc, sqlite3.Error):
         return JournalError(f"journal error: {exc}")
     return JournalError(f"journal error: {type(exc).__name__}: {exc}")
 
 
-class WriteOp:
-    """One write; subclasses implement ``apply`` for a run of consecutive ops of their kind.
+@contextlib.contextmanager
+def map_sqlite_errors() -> Iterator[None]:
+    """Raise the project's error for a ``sqlite3`` (or sqlite3's ``ValueError``) failure.
+
+    Disk full, I/O errors, locks, unreadable or corrupt files are ``ServiceUnavailable`` (503):
+    the request was fine, the journal cannot take it now. A run naming an unknown deployment
+    is ``NotFound``. Anything else is a ``JournalError``. The project's own errors pass.
+    """
+    try:
+        yield
+    except AgentcronError:
+        raise
+    except (sqlite3.Error, ValueError) as exc:
+        raise _translate(exc) from exc
+
+
+class WriteOp(Generic[R]):
+    """One write whose committed result is an ``R``; subclasses implement ``apply`` for a run
+    of consecutive ops of their kind.
 
     ``apply`` runs in the writer's thread, inside the open transaction, and stores each op's
     result in ``op.result``; raising fails the whole batch (which is then retried op by op).
-    ``fail`` turns an exception of a lone op into the error its caller sees.
     """
 
     batchable: ClassVar[bool] = True
-    result: Any = None
+    result: R
 
     @classmethod
-    def apply(cls, conn: sqlite3.Connection, ops: Sequence[Any]) -> None:
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[Self]) -> None:
         raise NotImplementedError
-
-    def fail(self, exc: BaseException) -> BaseException:
-        return translate_sqlite_error(exc)
 
     def describe(self) -> str:
         """What this write was, for the log line of a failure nobody waited for."""
@@ -91,49 +107,50 @@ class GroupCommitWriter:
     hand-off, however many statements it runs. Only that thread touches ``conn`` while the
     writer runs.
 
-    ``pace`` (seconds) spaces transactions in a burst: when writes were queued while the last
-    transaction committed, the next one begins no sooner than ``pace`` after the last began,
-    so the batch gathers what arrives meanwhile (fewer, larger transactions: less CPU per
-    write). A write that finds the writer idle commits at once, so lone and sequential writes
-    never wait for the pace.
+    ``pace`` (seconds, on ``clock``) spaces transactions in a burst: when writes were queued
+    while the last transaction committed, the next one begins no sooner than ``pace`` after
+    the last began, so the batch gathers what arrives meanwhile (fewer, larger transactions:
+    less CPU per write). A write that finds the writer idle commits at once, so lone and
+    sequential writes never wait for the pace.
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, *, max_batch: int = 4096, pace: float = 0.0
+        self,
+        conn: sqlite3.Connection,
+        *,
+        clock: Clock,
+        max_batch: int = 4096,
+        pace: float = 0.0,
     ) -> None:
         self._conn = conn
+        self._clock = clock
         self._max_batch = max_batch
         self._pace = pace
-        self._queue: list[tuple[WriteOp, asyncio.Future[Any] | None]] = []
+        self._queue: list[tuple[WriteOp[Any], asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._stopped = anyio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self.transactions = 0
         """Write transactions committed so far (the group-commit counter)."""
-        self.ops = 0
-        """Write ops committed so far."""
 
     async def call(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``function(conn)`` in the writer's thread (for opening and closing)."""
+        """Run ``function(conn)`` in the writer's thread (for opening, closing and backups)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, function, self._conn)
+        with map_sqlite_errors():
+            return await loop.run_in_executor(self._thread, function, self._conn)
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="journal-writer")
-
-    async def submit(self, op: WriteOp) -> Any:
+    async def submit(self, op: WriteOp[R]) -> R:
         """Queue ``op``; return its result once its transaction has committed."""
         if self._closing or self._loop is None:
             raise JournalError("the journal is closed")
-        future: asyncio.Future[Any] = self._loop.create_future()
+        future: asyncio.Future[R] = self._loop.create_future()
         self._queue.append((op, future))
         self._wakeup.set()
         return await future
 
-    def submit_nowait(self, op: WriteOp) -> None:
+    def submit_nowait(self, op: WriteOp[Any]) -> None:
         """Queue ``op`` without waiting for it; it commits in order with what was queued before.
 
         A failure is logged (``journal_write_failed``, with the op's ``describe()``), since no
@@ -145,44 +162,64 @@ class GroupCommitWriter:
         self._wakeup.set()
 
     async def close(self) -> None:
-        """Commit everything already queued, stop the task, close the connection."""
+        """Commit everything already queued, stop ``run``, close the connection."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        if self._loop is not None:
+            await self._stopped.wait()
         try:
             await self.call(_close)
         finally:
             self._thread.shutdown(wait=False)
 
-    async def _run(self) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The writer task: commit what is queued until ``close``; start it in a task group.
+
+        Cancelled from outside, it fails what is still queued (``JournalError``).
+        """
+        self._loop = asyncio.get_running_loop()
+        task_status.started()
+        try:
+            await self._commit_until_closed()
+        finally:
+            self._closing = True
+            for _, future in self._queue:
+                if future is not None and not future.done():
+                    future.set_exception(JournalError("the journal is closed"))
+            self._queue.clear()
+            self._stopped.set()
+
+    async def _commit_until_closed(self) -> None:
         loop = asyncio.get_running_loop()
+        clock, pace = self._clock, self._pace
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            paced, started = False, 0.0
+            started: datetime | None = None
             while self._queue:
-                if paced and self._pace > 0 and not self._closing:
+                if started is not None and pace > 0 and not self._closing:
                     # Writes arrived while the last transaction committed: a burst. Let the
                     # batch gather until ``pace`` after that transaction began.
-                    delay = started + self._pace - loop.time()
+                    elapsed = (clock.now() - started).total_seconds()
+                    delay = min(pace, pace - elapsed)  # a wall-clock step never waits longer
                     if delay > 0:
-                        await asyncio.sleep(delay)
-                paced = True
-                started = loop.time()
+                        await clock.sleep(delay)
+                started = clock.now()
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
                 ops = [op for op, _ in batch]
                 errors = await loop.run_in_executor(self._thread, self._commit_batch, ops)
                 for (op, future), error in zip(batch, errors, strict=True):
                     if future is not None:
-                        _settle(future, result=op.result, error=error)
+                        _settle(future, op, error)
                     elif error is not None:
                         log.error("journal_write_failed", write=op.describe(), error=str(error))
             if self._closing:
                 return
 
-    def _commit_batch(self, ops: list[WriteOp]) -> list[BaseException | None]:
+    def _commit_batch(self, ops: list[WriteOp[Any]]) -> list[AgentcronError | None]:
         """In the writer's thread: one transaction for ``ops``, or one each if that fails.
 
         Returns, per op, the error its caller gets (``None``: committed, see ``op.result``).
@@ -191,20 +228,26 @@ class GroupCommitWriter:
             self._transaction(ops)
         except Exception as exc:  # the whole batch failed: retry each op alone
             if len(ops) == 1:
-                return [ops[0].fail(exc)]
-            log.warning("journal_batch_failed", ops=len(ops), error=repr(exc))
-            errors: list[BaseException | None] = []
+                return [_own_error(exc)]
+            log.warning("journal_batch_failed", ops=len(ops), error=repr(exc.__cause__ or exc))
+            errors: list[AgentcronError | None] = []
             for op in ops:
                 try:
                     self._transaction([op])
                 except Exception as single:  # the failure belongs to this caller alone
-                    errors.append(op.fail(single))
+                    errors.append(_own_error(single))
                 else:
                     errors.append(None)
             return errors
         return [None] * len(ops)
 
-    def _transaction(self, ops: list[WriteOp]) -> None:
+    def _transaction(self, ops: list[WriteOp[Any]]) -> None:
+        """One transaction for ``ops``; raises the project's error (``map_sqlite_errors``)."""
+        with map_sqlite_errors():
+            self._apply(ops)
+        self.transactions += 1
+
+    def _apply(self, ops: list[WriteOp[Any]]) -> None:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -222,20 +265,24 @@ class GroupCommitWriter:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        self.transactions += 1
-        self.ops += len(ops)
+
+
+def _own_error(exc: Exception) -> AgentcronError:
+    """What a writer's caller sees: database errors arrive mapped; anything else (a bug in an
+    op) is a ``JournalError`` for that caller, never the end of the writer."""
+    if isinstance(exc, AgentcronError):
+        return exc
+    return JournalError(f"journal error: {type(exc).__name__}: {exc}")
 
 
 def _close(conn: sqlite3.Connection) -> None:
     conn.close()
 
 
-def _settle(
-    future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
-) -> None:
+def _settle(future: asyncio.Future[R], op: WriteOp[R], error: AgentcronError | None) -> None:
     if future.done():  # the caller was cancelled; the write happened (or failed) anyway
         return
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result)
+        future.set_result(op.result)

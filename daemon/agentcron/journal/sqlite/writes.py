@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from agentcron.core.models import AgentRef, DeploymentRun, RunError, TriggerType
+from agentcron.core.models import DeploymentRun, RunError
 from agentcron.errors import JournalError, NotFound
+from agentcron.journal.protocol import Claim
 from agentcron.journal.sqlite.rows import RUN_COLUMNS, run_from_row
-from agentcron.journal.sqlite.writer import WriteOp, translate_sqlite_error
+from agentcron.journal.sqlite.writer import WriteOp
 
 _IN_CHUNK = 500
 
@@ -29,36 +30,28 @@ _LAST_RUN_AT = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClaimInfo:
-    """What a claim recorded; kept in memory so completing it needs no read."""
-
-    deployment_id: str
-    agent: AgentRef
-    trigger_type: TriggerType
-    scheduled_at: datetime | None
-    scheduled_micros: int | None
-
-
 @dataclass(eq=False, slots=True, kw_only=True)
-class ClaimOp(WriteOp):
-    """Insert an open run row; ``result`` is the run id, or ``None`` if the occurrence is taken."""
+class ClaimOp(WriteOp[Claim | None]):
+    """Insert an open run row; ``result`` is the claim, or ``None`` if the occurrence is taken.
 
-    run_id: str
-    info: ClaimInfo
+    ``claim`` is what the row records; the insert is the claim only if it lands.
+    """
+
+    claim: Claim
+    scheduled_micros: int | None
     claimed_at: int
-    result: str | None = None
+    result: Claim | None = None
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[ClaimOp]) -> None:
         rows = [
             (
-                op.run_id,
-                op.info.deployment_id,
-                op.info.agent.id,
-                op.info.agent.version,
-                op.info.trigger_type.value,
-                op.info.scheduled_micros,
+                op.claim.run_id,
+                op.claim.deployment_id,
+                op.claim.agent.id,
+                op.claim.agent.version,
+                op.claim.trigger_type.value,
+                op.scheduled_micros,
                 op.claimed_at,
             )
             for op in ops
@@ -66,35 +59,35 @@ class ClaimOp(WriteOp):
         cursor = conn.executemany(_INSERT_CLAIM, rows)
         if cursor.rowcount == len(ops):
             for op in ops:
-                op.result = op.run_id
+                op.result = op.claim
             return
         inserted: set[str] = set()
         for start in range(0, len(ops), _IN_CHUNK):
-            chunk = [op.run_id for op in ops[start : start + _IN_CHUNK]]
+            chunk = [op.claim.run_id for op in ops[start : start + _IN_CHUNK]]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT id FROM runs WHERE id IN ({marks})"
             inserted.update(row[0] for row in conn.execute(query, chunk))
         for op in ops:
-            op.result = op.run_id if op.run_id in inserted else None
+            op.result = op.claim if op.claim.run_id in inserted else None
 
-    def fail(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" in str(exc):
-            return NotFound(f"deployment {self.info.deployment_id} not found")
-        return translate_sqlite_error(exc)
+    def describe(self) -> str:
+        return f"claim of run {self.claim.run_id}"
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
-class CompleteOp(WriteOp):
-    """Give an open claim its outcome (and maybe its deployment's ``last_run_at``)."""
+class CompleteOp(WriteOp[DeploymentRun]):
+    """Give an open claim its outcome (and maybe its deployment's ``last_run_at``).
 
-    run_id: str
+    ``result`` is the completed run, built from the claim: completing reads nothing.
+    """
+
+    claim: Claim
     session_id: str | None
     error: RunError | None
     completed_at: datetime
     completed_micros: int
     last_run_at: int | None
-    info: ClaimInfo | None
-    result: DeploymentRun | None = None
+    result: DeploymentRun = field(init=False)
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[CompleteOp]) -> None:
@@ -104,44 +97,37 @@ class CompleteOp(WriteOp):
                 op.error.type if op.error else None,
                 op.error.message if op.error else None,
                 op.completed_micros,
-                op.run_id,
+                op.claim.run_id,
             )
             for op in ops
         ]
         cursor = conn.executemany(_COMPLETE, rows)
         if cursor.rowcount != len(ops):
             if len(ops) == 1:
-                raise JournalError(f"run {ops[0].run_id} is not an open claim")
+                raise JournalError(f"run {ops[0].claim.run_id} is not an open claim")
             raise JournalError("a run in the batch is not an open claim")
-        last_runs = [(op.last_run_at, op.run_id) for op in ops if op.last_run_at is not None]
+        last_runs = [(op.last_run_at, op.claim.run_id) for op in ops if op.last_run_at is not None]
         if last_runs:
             conn.executemany(_LAST_RUN_AT, last_runs)
-        unknown = [op for op in ops if op.info is None]
-        stored: dict[str, DeploymentRun] = {}
-        for start in range(0, len(unknown), _IN_CHUNK):
-            chunk = [op.run_id for op in unknown[start : start + _IN_CHUNK]]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})"
-            for row in conn.execute(query, chunk):
-                stored[row[0]] = run_from_row(row)
         for op in ops:
-            if op.info is None:
-                op.result = stored[op.run_id]
-                continue
+            claim = op.claim
             op.result = DeploymentRun(
-                id=op.run_id,
-                deployment_id=op.info.deployment_id,
-                agent=op.info.agent,
-                trigger_type=op.info.trigger_type,
-                scheduled_at=op.info.scheduled_at,
+                id=claim.run_id,
+                deployment_id=claim.deployment_id,
+                agent=claim.agent,
+                trigger_type=claim.trigger_type,
+                scheduled_at=claim.scheduled_at,
                 session_id=op.session_id,
                 error=op.error,
                 created_at=op.completed_at,
             )
 
+    def describe(self) -> str:
+        return f"completion of run {self.claim.run_id}"
+
 
 @dataclass(eq=False, slots=True, kw_only=True)
-class RecoverOp(WriteOp):
+class RecoverOp(WriteOp[list[DeploymentRun]]):
     """Complete every open claim with ``error``; ``result`` lists the completed runs."""
 
     batchable: ClassVar[bool] = False
@@ -173,7 +159,7 @@ class RecoverOp(WriteOp):
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
-class StatementOp(WriteOp):
+class StatementOp(WriteOp[int]):
     """Plain statements run in order; ``result`` is the last statement's row count.
 
     With ``expect_rows`` the last statement must change exactly that many rows, or the op
@@ -197,7 +183,7 @@ class StatementOp(WriteOp):
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
-class SessionStartOp(WriteOp):
+class SessionStartOp(WriteOp[None]):
     """Record a local session's process (the ``sessions`` table)."""
 
     session_id: str
@@ -205,6 +191,7 @@ class SessionStartOp(WriteOp):
     deployment_id: str
     pid: int
     started_at: int
+    result: None = None
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionStartOp]) -> None:
@@ -219,12 +206,13 @@ class SessionStartOp(WriteOp):
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
-class SessionEndOp(WriteOp):
+class SessionEndOp(WriteOp[None]):
     """Record a local session's exit status and end time."""
 
     session_id: str
     exit_status: int
     ended_at: int
+    result: None = None
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionEndOp]) -> None:
