@@ -33,13 +33,13 @@ from agentcron import ids
 from agentcron.api.app import create_app
 from agentcron.api.socket import bind_control_socket, serve
 from agentcron.clock import SystemClock
-from agentcron.core.models import AgentRef
+from agentcron.config import Declarations
+from agentcron.core.models import AgentRef, RunErrorType
+from agentcron.daemon import build_stack
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.journal import SqliteJournal
 from agentcron.launchers.base import SessionRequest
 from agentcron.logs import configure_logging
-from agentcron.runtime.scheduler import Scheduler
-from agentcron.runtime.service import DeploymentService
 
 AGENT = "agent_bench"
 ENVIRONMENT = "env_bench"
@@ -75,8 +75,13 @@ class BenchLauncher:
 
     async def create_session(self, request: SessionRequest) -> str:
         if request.agent.id != AGENT:
-            raise LaunchFailure("agent_archived", f"agent `{request.agent.id}` is unknown")
+            raise LaunchFailure(
+                RunErrorType.AGENT_ARCHIVED, f"agent `{request.agent.id}` is unknown"
+            )
         return ids.new_id(ids.SESSION)
+
+    def reload(self, declarations: Declarations) -> None:
+        """Nothing declared locally."""
 
     async def aclose(self) -> None:
         return None
@@ -90,10 +95,14 @@ async def serve_forever(socket_path: Path, state_dir: Path) -> None:
     clock = SystemClock()
     launcher = BenchLauncher()
     async with SqliteJournal.open(state_dir / "journal.db") as journal:
-        service = DeploymentService(journal, launcher, clock, max_deployments=10**7)
-        scheduler = Scheduler(journal=journal, service=service, launcher=launcher, clock=clock)
+        stack = build_stack(journal=journal, launcher=launcher, clock=clock, max_deployments=10**7)
+        scheduler = stack.scheduler
         app = create_app(
-            service=service, scheduler=scheduler, clock=clock, journal_path=journal.path
+            service=stack.service,
+            manual_runs=stack.firing,
+            scheduler=scheduler,
+            clock=clock,
+            journal_path=journal.path,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(scheduler.run)

@@ -37,14 +37,14 @@ import anyio
 import structlog
 
 from agentcron import ids
+from agentcron.config import Declarations
 from agentcron.core.jitter import jitter_offset
 from agentcron.core.models import AgentRef, Deployment, Schedule
+from agentcron.daemon import build_stack
 from agentcron.errors import InvalidRequest
 from agentcron.journal import Journal, SqliteJournal
 from agentcron.launchers.base import SessionRequest
 from agentcron.logs import configure_logging
-from agentcron.runtime.scheduler import Scheduler
-from agentcron.runtime.service import DeploymentService
 from bench.common import Row, Spread, process_usage, render_rows
 
 MAX_JITTER = 10.0
@@ -96,6 +96,9 @@ class InstantLauncher:
         if len(self.calls) >= self.expected:
             self.all_called.set()
         return ids.new_id(ids.SESSION)
+
+    def reload(self, declarations: Declarations) -> None:
+        """Nothing declared locally."""
 
     async def aclose(self) -> None:
         return None
@@ -184,10 +187,13 @@ async def storm(n: int, directory: Path) -> StormResult:
         await insert_all(journal, deployments)
         launcher = InstantLauncher(clock)
         launcher.expected = n
-        service = DeploymentService(journal, launcher, clock, max_deployments=n)
-        scheduler = Scheduler(
-            journal=journal, service=service, launcher=launcher, clock=clock, max_jitter=MAX_JITTER
-        )
+        scheduler = build_stack(
+            journal=journal,
+            launcher=launcher,
+            clock=clock,
+            max_deployments=n,
+            max_jitter=MAX_JITTER,
+        ).scheduler
         async with anyio.create_task_group() as tg:
             await tg.start(scheduler.run)
             cpu_before = time.process_time()  # every thread of the process: loop, reader, writer
@@ -238,10 +244,13 @@ async def child(path: Path, idle_window: float) -> dict[str, Any]:
     clock = OffsetClock(timedelta(0))
     async with SqliteJournal.open(path) as journal:
         launcher = InstantLauncher(clock)
-        service = DeploymentService(journal, launcher, clock, max_deployments=1_000_000)
-        scheduler = Scheduler(
-            journal=journal, service=service, launcher=launcher, clock=clock, max_jitter=MAX_JITTER
-        )
+        scheduler = build_stack(
+            journal=journal,
+            launcher=launcher,
+            clock=clock,
+            max_deployments=1_000_000,
+            max_jitter=MAX_JITTER,
+        ).scheduler
         async with anyio.create_task_group() as tg:
             await tg.start(scheduler.run)
             startup_s = time.perf_counter() - started

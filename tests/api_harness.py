@@ -26,6 +26,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from agentcron.api.app import create_app
 from agentcron.api.socket import bind_control_socket, serve
 from agentcron.core.models import AgentRef, DeploymentRun, RunError, TriggerType
+from agentcron.daemon import build_stack
 from agentcron.journal import Journal, SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
@@ -172,12 +173,11 @@ async def _serve(
 ) -> AsyncIterator[ApiServer]:
     clock = FakeClock(START)
     async with SqliteJournal.open(state_dir / "journal.db") as journal:
-        service = DeploymentService(journal, launcher, clock)
-        scheduler = Scheduler(
-            journal=journal, service=service, launcher=launcher, clock=clock, max_jitter=0.0
-        )
+        stack = build_stack(journal=journal, launcher=launcher, clock=clock, max_jitter=0.0)
+        service, scheduler = stack.service, stack.scheduler
         app = create_app(
             service=service,
+            manual_runs=stack.firing,
             scheduler=scheduler,
             clock=clock,
             journal_path=journal.path,

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 import anyio
 
 from agentcron import ids
-from agentcron.core.models import AgentRef
+from agentcron.config import Declarations
+from agentcron.core.models import AgentRef, RunErrorType
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.launchers.base import SessionRequest
 
@@ -129,9 +130,11 @@ class RecordingLauncher:
         if self.delay:
             await anyio.sleep(self.delay)
         if request.agent.id in self.archived_agents:
-            raise LaunchFailure("agent_archived", f"agent `{request.agent.id}` is archived")
+            raise LaunchFailure(
+                RunErrorType.AGENT_ARCHIVED, f"agent `{request.agent.id}` is archived"
+            )
         if self.fail_with is not None:
-            raise LaunchFailure(self.fail_with, f"scripted failure: {self.fail_with}")
+            raise LaunchFailure(RunErrorType(self.fail_with), f"scripted failure: {self.fail_with}")
         session_id = ids.new_id(ids.SESSION)
         self.session_ids.append(session_id)
         return session_id
@@ -142,6 +145,9 @@ class RecordingLauncher:
             if self._arrived is None:
                 self._arrived = anyio.Event()
             await self._arrived.wait()
+
+    def reload(self, declarations: Declarations) -> None:
+        """Nothing declared locally."""
 
     async def aclose(self) -> None:
         return None

@@ -24,6 +24,7 @@ import aiohttp
 import anyio
 import pytest
 
+from agentcron.daemon import build_stack
 from agentcron.journal import SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
@@ -258,16 +259,15 @@ async def in_process(path: Path) -> AsyncIterator[tuple[FakeClock, DeploymentSer
     async with SqliteJournal.open(path) as journal:
         clock = FakeClock(START)
         launcher = RecordingLauncher()
-        service = DeploymentService(journal, launcher, clock)
-        scheduler = Scheduler(
+        stack = build_stack(
             journal=journal,
-            service=service,
             launcher=launcher,
             clock=clock,
             max_jitter=0.0,
             misfire_grace=60.0,
             max_sleep=30.0,
         )
+        service, scheduler = stack.service, stack.scheduler
         async with anyio.create_task_group() as tg:
             await tg.start(scheduler.run)
             await scheduler.idle()

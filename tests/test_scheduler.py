@@ -18,10 +18,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from agentcron import ids
 from agentcron.core.jitter import jitter_offset
-from agentcron.core.models import DeploymentRun, TriggerType
+from agentcron.core.models import AgentRef, Deployment, DeploymentRun, Schedule, TriggerType
+from agentcron.daemon import Stack, build_stack
 from agentcron.errors import Conflict, NotFound
 from agentcron.journal import Journal, SqliteJournal
+from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher, eventually
@@ -50,9 +53,16 @@ class Rig:
     journal: Journal
     clock: FakeClock
     launcher: RecordingLauncher
-    service: DeploymentService
-    scheduler: Scheduler
+    stack: Stack
     tg: anyio.abc.TaskGroup
+
+    @property
+    def service(self) -> DeploymentService:
+        return self.stack.service
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.stack.scheduler
 
     async def advance(self, seconds: float) -> None:
         """Move the fake clock and wait until every fire it caused is durably completed."""
@@ -86,14 +96,11 @@ async def scheduler_rig(
     async with SqliteJournal.open(path) as journal:
         clock = FakeClock(start)
         launcher = launcher or RecordingLauncher()
-        service = DeploymentService(journal, launcher, clock)
-        scheduler = Scheduler(
-            journal=journal, service=service, launcher=launcher, clock=clock, **options
-        )
+        stack = build_stack(journal=journal, launcher=launcher, clock=clock, **options)
         async with anyio.create_task_group() as tg:
-            await tg.start(scheduler.run)
-            await scheduler.idle()
-            yield Rig(journal, clock, launcher, service, scheduler, tg)
+            await tg.start(stack.scheduler.run)
+            await stack.scheduler.idle()
+            yield Rig(journal, clock, launcher, stack, tg)
             tg.cancel_scope.cancel()
 
 
@@ -158,7 +165,7 @@ async def test_pause_suppresses_and_unpause_resumes_without_backfill(tmp_path: P
         await rig.advance_to(NOON + timedelta(minutes=1))
         await rig.service.pause(deployment.id)
         await rig.advance_to(NOON + timedelta(minutes=45))
-        manual = await rig.scheduler.run_manual(deployment.id)
+        manual = await rig.stack.firing.run_manual(deployment.id)
         assert manual.trigger_type is TriggerType.MANUAL
         assert manual.session_id is not None
         assert manual.scheduled_at is None
@@ -220,7 +227,7 @@ async def test_archive_while_a_fire_is_in_flight_completes_it_and_stops_the_sche
         assert run.scheduled_at == NOON
         assert len(launcher.requests) == 1
         with pytest.raises(Conflict):
-            await rig.scheduler.run_manual(deployment.id)
+            await rig.stack.firing.run_manual(deployment.id)
 
 
 @pytest.mark.parametrize(
@@ -254,7 +261,7 @@ async def test_auto_pause_on_pauses_after_a_scheduled_failure_only(tmp_path: Pat
         tmp_path / "journal.db", launcher=launcher, auto_pause_on=["environment_archived"]
     ) as rig:
         deployment = await rig.service.create(deployment_body("*/5 * * * *"))
-        manual = await rig.scheduler.run_manual(deployment.id)
+        manual = await rig.stack.firing.run_manual(deployment.id)
         assert manual.error is not None
         assert (await rig.service.get(deployment.id)).paused_reason is None
         await rig.advance_to(NOON + timedelta(minutes=30), step=60)
@@ -283,7 +290,7 @@ async def test_manual_run_with_agent_archived_archives_the_deployment(tmp_path: 
     async with scheduler_rig(tmp_path / "journal.db") as rig:
         deployment = await rig.service.create(deployment_body())
         rig.launcher.archived_agents.add("agent_test")
-        run = await rig.scheduler.run_manual(deployment.id)
+        run = await rig.stack.firing.run_manual(deployment.id)
         assert run.error is not None
         assert run.error.type == "agent_archived"
         assert run.trigger_type is TriggerType.MANUAL
@@ -294,7 +301,7 @@ async def test_manual_run_of_an_unknown_deployment_is_not_found(tmp_path: Path) 
     """run_manual raises NotFound for an id that does not exist and writes no run."""
     async with scheduler_rig(tmp_path / "journal.db") as rig:
         with pytest.raises(NotFound):
-            await rig.scheduler.run_manual("depl_01JD3000000000000000000000")
+            await rig.stack.firing.run_manual("depl_01JD3000000000000000000000")
         assert await rig.runs() == []
 
 
@@ -427,8 +434,8 @@ async def test_a_change_after_the_read_ahead_is_what_the_fire_sends(tmp_path: Pa
         deployment = await rig.service.create(deployment_body())
         await rig.clock.advance(59)  # 11:59:59: noon is within the read-ahead horizon
         await rig.service.create(deployment_body("0 3 * * *"))  # wakes the loop
-        read_ahead = rig.scheduler._firing._known
-        await eventually(lambda: deployment.id in read_ahead, "read ahead", interval=0.001)
+        copies = rig.stack.copies
+        await eventually(lambda: deployment.id in copies.kept_ids(), "read ahead", interval=0.001)
         events = [{"type": "user.message", "content": [{"type": "text", "text": "v2"}]}]
         await rig.service.update(deployment.id, {"initial_events": events})
         await rig.advance(2)
@@ -437,67 +444,87 @@ async def test_a_change_after_the_read_ahead_is_what_the_fire_sends(tmp_path: Pa
         assert request.initial_events == events
 
 
+def stored_deployment(now: datetime, expression: str = "0 12 * * *") -> Deployment:
+    """A deployment as the service would store it (for bulk inserts straight into the journal)."""
+    return Deployment(
+        id=ids.new_id(ids.DEPLOYMENT),
+        name="bulk",
+        description=None,
+        agent=AgentRef(id="agent_test", version=1),
+        environment_id="env_test",
+        initial_events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}],
+        schedule=Schedule(expression=expression, timezone="UTC"),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class GatedReads:
+    """The journal's deployment reads, held until ``release`` (a read in flight, on demand)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.waiting = anyio.Event()
+        self.release = anyio.Event()
+
+    async def get_deployment(self, deployment_id: str) -> Deployment | None:
+        return await self._journal.get_deployment(deployment_id)
+
+    async def get_deployments(self, deployment_ids: list[str]) -> dict[str, Deployment]:
+        found = await self._journal.get_deployments(deployment_ids)
+        self.waiting.set()
+        await self.release.wait()
+        return found
+
+
 async def test_a_change_while_reading_ahead_discards_that_deployment_copy(
-    tmp_path: Path,
+    journal: Journal,
 ) -> None:
     """A change committed while a read-ahead query is in flight is never shadowed by it."""
-    async with scheduler_rig(tmp_path / "journal.db") as rig:
-        changed = await rig.service.create(deployment_body())
-        kept = await rig.service.create(deployment_body())
-        firing = rig.scheduler._firing
-        firing._known.clear()  # as after a restart: nothing is known yet
-        firing.read_ahead([changed.id, kept.id], rig.tg)
-        await anyio.lowlevel.checkpoint()  # the read task starts and waits for its query
-        assert firing._changed_while_reading is not None
+    changed, kept = stored_deployment(START), stored_deployment(START)
+    for deployment in (changed, kept):
+        await journal.insert_deployment(deployment)
+    reads = GatedReads(journal)
+    copies = DeploymentCopies(reads)  # as after a restart: nothing is kept yet
+    async with anyio.create_task_group() as tg:
+        await tg.start(copies.run)
+        copies.read_ahead([changed.id, kept.id])
+        await reads.waiting.wait()  # the query has answered with the old copies
         newer = dataclasses.replace(changed, name="renamed")
-        firing.remember(newer)  # what the change listener does after a commit
-        await eventually(lambda: not firing._reading, "read-ahead done", interval=0.001)
-        assert firing._known == {changed.id: newer, kept.id: kept}
+        copies.changed(newer)  # what the service's subscriber does after a commit
+        reads.release.set()
+        await eventually(lambda: not copies.reading, "read-ahead done", interval=0.001)
+        tg.cancel_scope.cancel()
+    assert sorted(copies.kept_ids()) == sorted([changed.id, kept.id])
+    assert await copies.get(changed.id) == newer
+    assert await copies.get(kept.id) == kept
+    assert copies.journal_reads == 2  # the batch; the two gets were served from the copies
 
 
-def _count_reads(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The deployment ids the fire path reads from the journal from now on."""
-    reads: list[str] = []
-    get_one, get_many = journal.get_deployment, journal.get_deployments
-
-    async def one(deployment_id: str) -> Any:
-        reads.append(deployment_id)
-        return await get_one(deployment_id)
-
-    async def many(deployment_ids: Any) -> Any:
-        reads.extend(deployment_ids)
-        return await get_many(deployment_ids)
-
-    monkeypatch.setattr(journal, "get_deployment", one)
-    monkeypatch.setattr(journal, "get_deployments", many)
-    return reads
-
-
-async def test_deployments_known_since_start_fire_without_a_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_deployments_known_since_start_fire_without_a_read(tmp_path: Path) -> None:
     """Created or fired once: the kept copy serves every later fire; a restart reads once."""
     path = tmp_path / "journal.db"
     async with scheduler_rig(path) as rig:
         created = await rig.service.create(deployment_body("* * * * *"))
-        reads = _count_reads(rig.journal, monkeypatch)
         await rig.advance_to(START + timedelta(minutes=3), step=30)
         assert len(await rig.runs(created.id)) == 3
-        assert reads == []
+        assert rig.stack.copies.journal_reads == 0
     async with scheduler_rig(path, start=START + timedelta(minutes=3)) as rig:
-        reads = _count_reads(rig.journal, monkeypatch)
         await rig.advance_to(START + timedelta(minutes=6), step=30)
         assert len(await rig.runs(created.id)) == 6
-        assert reads == [created.id]  # the first fire after the restart, then the copy
+        # the first fire after the restart (its own read or the read-ahead), then the copy
+        assert rig.stack.copies.journal_reads == 1
 
 
-async def test_the_kept_copies_are_bounded_least_recently_used_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("agentcron.runtime.firing._KNOWN_MAX", 3)
-    async with scheduler_rig(tmp_path / "journal.db") as rig:
-        made = [await rig.service.create(deployment_body()) for _ in range(3)]
-        firing = rig.scheduler._firing
-        assert await firing._deployment(made[0].id) == made[0]  # used: now the newest
-        newer = await rig.service.create(deployment_body())
-        assert list(firing._known) == [made[2].id, made[0].id, newer.id]
+async def test_the_kept_copies_are_bounded_least_recently_used_first(journal: Journal) -> None:
+    made = [stored_deployment(START) for _ in range(3)]
+    for deployment in made:
+        await journal.insert_deployment(deployment)
+    copies = DeploymentCopies(journal, max_kept=3)
+    for deployment in made:
+        copies.changed(deployment)
+    assert await copies.get(made[0].id) == made[0]  # used: now the newest
+    newer = stored_deployment(START)
+    copies.changed(newer)
+    assert copies.kept_ids() == [made[2].id, made[0].id, newer.id]
+    assert copies.journal_reads == 0

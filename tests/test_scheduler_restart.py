@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from agentcron import ids
-from agentcron.core.models import AgentRef, Deployment, DeploymentRun, Schedule, TriggerType
+from agentcron.core.models import Deployment, DeploymentRun, TriggerType
+from agentcron.daemon import build_stack
 from agentcron.journal import RECOVERED_MESSAGE as STOPPED_MESSAGE
 from agentcron.journal import SqliteJournal
-from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from tests.fakes import FakeClock, RecordingLauncher
-from tests.test_scheduler import NOON, START, deployment_body, scheduler_rig
+from tests.test_scheduler import NOON, START, deployment_body, scheduler_rig, stored_deployment
 
 
 async def create_offline(path: Path, *bodies: dict[str, object]) -> list[Deployment]:
@@ -150,21 +149,6 @@ async def test_shutdown_completes_creations_past_the_grace_as_service_unavailabl
     assert (run.error.type, run.error.message) == ("service_unavailable", STOPPED_MESSAGE)
 
 
-def stored_deployment(now: datetime, expression: str = "0 12 * * *") -> Deployment:
-    """A deployment as the service would store it (for bulk inserts straight into the journal)."""
-    return Deployment(
-        id=ids.new_id(ids.DEPLOYMENT),
-        name="bulk",
-        description=None,
-        agent=AgentRef(id="agent_test", version=1),
-        environment_id="env_test",
-        initial_events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}],
-        schedule=Schedule(expression=expression, timezone="UTC"),
-        created_at=now,
-        updated_at=now,
-    )
-
-
 async def test_ten_thousand_deployments_due_at_the_same_instant_all_fire_exactly_once(
     tmp_path: Path,
 ) -> None:
@@ -177,15 +161,15 @@ async def test_ten_thousand_deployments_due_at_the_same_instant_all_fire_exactly
                 inserts.start_soon(journal.insert_deployment, stored_deployment(START))
         clock = FakeClock(START)
         launcher = RecordingLauncher()
-        service = DeploymentService(journal, launcher, clock, max_deployments=count)
-        scheduler = Scheduler(
+        stack = build_stack(
             journal=journal,
-            service=service,
             launcher=launcher,
             clock=clock,
+            max_deployments=count,
             max_jitter=0.0,
             max_sleep=3600.0,
         )
+        service, scheduler = stack.service, stack.scheduler
         with capture_logs():  # keeps 10,000 run_fired lines off the console
             async with anyio.create_task_group() as tg:
                 await tg.start(scheduler.run)

@@ -17,28 +17,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from agentcron.core.pagination import DEPLOYMENTS_MAX_LIMIT, RUNS_MAX_LIMIT
 from agentcron.core.timeutil import format_ts
-from agentcron.errors import (
-    AgentcronError,
-    ApiError,
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    RequestTooLarge,
-    ServiceUnavailable,
-)
+from agentcron.errors import AgentcronError, ApiError, api_error_class
 
 _BASE = URL("http://localhost")
-_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
-    400: InvalidRequest,
-    403: PermissionDenied,
-    404: NotFound,
-    409: Conflict,
-    413: RequestTooLarge,
-    503: ServiceUnavailable,
-}
-_MAX_PAGE = {"deployments": 100, "deployment_runs": 1000}
+_MAX_PAGE = {"deployments": DEPLOYMENTS_MAX_LIMIT, "deployment_runs": RUNS_MAX_LIMIT}
 
 QueryValue = str | int | bool | datetime | None
 
@@ -62,8 +46,7 @@ def error_from_response(status: int, payload: object, request_id: str | None) ->
         message = str(error.get("message") or message)
     elif isinstance(payload, str) and payload.strip():
         message = payload.strip()[:500]
-    cls = _ERRORS_BY_STATUS.get(status, ApiError)
-    exc = cls(message)
+    exc = api_error_class(status)(message)
     exc.status = status
     exc.error_type = error_type
     if request_id:

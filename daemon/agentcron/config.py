@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentcron.core.models import RunErrorType
 from agentcron.core.timeutil import parse_duration
 from agentcron.errors import ConfigError
 from agentcron.paths import default_socket_path
@@ -100,18 +101,7 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # Loading
 
-_RUN_ERROR_TYPES = frozenset(
-    {
-        "environment_archived",
-        "environment_not_found",
-        "agent_archived",
-        "vault_not_found",
-        "vault_archived",
-        "session_rate_limited",
-        "session_creation_rejected",
-        "service_unavailable",
-    }
-)
+_RUN_ERROR_TYPES = frozenset(error_type.value for error_type in RunErrorType)
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

@@ -1,9 +1,11 @@
 """``agentcrond``: the daemon's entry point and its one composition root.
 
-config -> logging -> state-dir lock -> journal -> launcher -> service -> scheduler -> API, in one
-task group inside one ``AsyncExitStack``. ``READY=1`` goes out only once the journal is open, the
-scheduler has rebuilt its heap and the socket is bound. A crash of any part cancels the group and
-the process exits non-zero with the reason logged, instead of running half-alive.
+config -> logging -> state-dir lock -> journal -> launcher -> ``build_stack`` (service, deployment
+copies, firing, scheduler) -> API, in one task group inside one ``AsyncExitStack``. Tests and
+benchmarks wire the runtime with the same ``build_stack``. ``READY=1`` goes out only once the
+journal is open, the scheduler has rebuilt its heap and the socket is bound. A crash of any part
+cancels the group and the process exits non-zero with the reason logged, instead of running
+half-alive.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,23 +29,89 @@ import structlog
 from agentcron import __version__
 from agentcron.api.app import create_app
 from agentcron.api.socket import bind_control_socket, serve
-from agentcron.clock import SystemClock
+from agentcron.clock import Clock, SystemClock
 from agentcron.config import Config, load_config
-from agentcron.errors import AgentcronError, ConfigError
-from agentcron.journal import SqliteJournal
+from agentcron.errors import AgentcronError, ConfigError, StartupError
+from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from agentcron.journal import Journal, SqliteJournal
 from agentcron.launchers import create_launcher
+from agentcron.launchers.base import Launcher
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
+from agentcron.runtime.copies import DeploymentCopies
+from agentcron.runtime.firing import Firing
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from agentcron.systemd import Notifier, listen_fds
 
 log = structlog.get_logger("agentcron.daemon")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 STATUS_INTERVAL = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stack:
+    """The runtime over one journal and one launcher (what ``build_stack`` wires)."""
+
+    journal: Journal
+    launcher: Launcher
+    service: DeploymentService
+    copies: DeploymentCopies
+    firing: Firing
+    scheduler: Scheduler
+
+
+def build_stack(
+    *,
+    journal: Journal,
+    launcher: Launcher,
+    clock: Clock,
+    max_deployments: int = 1000,
+    max_jitter: float = 10.0,
+    misfire_grace: float = 60.0,
+    auto_pause_on: Iterable[str] = (),
+    max_concurrent_fires: int = 64,
+    max_sleep: float = 30.0,
+    shutdown_grace: float = 10.0,
+    heartbeat: Callable[[], None] | None = None,
+) -> Stack:
+    """Wire the service, the deployment copies, the fire path and the scheduler.
+
+    Every committed change reaches the copies and then the scheduler (service subscribers, in
+    that order). Nothing runs yet: ``await tg.start(stack.scheduler.run)`` starts firing.
+    """
+    service = DeploymentService(journal, launcher, clock, max_deployments=max_deployments)
+    copies = DeploymentCopies(journal)
+    service.subscribe(copies.changed)
+    firing = Firing(
+        journal=journal,
+        service=service,
+        launcher=launcher,
+        clock=clock,
+        copies=copies,
+        auto_pause_on=auto_pause_on,
+        max_concurrent_fires=max_concurrent_fires,
+    )
+    scheduler = Scheduler(
+        journal=journal,
+        firing=firing,
+        copies=copies,
+        clock=clock,
+        max_jitter=max_jitter,
+        misfire_grace=misfire_grace,
+        max_sleep=max_sleep,
+        shutdown_grace=shutdown_grace,
+        heartbeat=heartbeat,
+    )
+    service.subscribe(scheduler.deployment_changed)
+    return Stack(
+        journal=journal,
+        launcher=launcher,
+        service=service,
+        copies=copies,
+        firing=firing,
+        scheduler=scheduler,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +183,7 @@ class StateLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise AgentcronError(
+            raise StartupError(
                 f"another agentcrond (pid {holder}) is already running on state directory "
                 f"{self.path.parent}; stop it first or use another state_dir"
             ) from None
@@ -160,17 +229,14 @@ async def run_daemon(
         )
         launcher = create_launcher(config, recorder=journal, clock=clock)
         await stack.enter_async_context(launcher)
-        service = DeploymentService(
-            journal, launcher, clock, max_deployments=daemon_cfg.max_deployments
-        )
         max_sleep = 30.0
         if notifier.watchdog_interval is not None:
             max_sleep = min(max_sleep, notifier.watchdog_interval / 2)
-        scheduler = Scheduler(
+        runtime = build_stack(
             journal=journal,
-            service=service,
             launcher=launcher,
             clock=clock,
+            max_deployments=daemon_cfg.max_deployments,
             max_jitter=daemon_cfg.max_jitter,
             misfire_grace=daemon_cfg.misfire_grace,
             auto_pause_on=daemon_cfg.auto_pause_on,
@@ -178,8 +244,10 @@ async def run_daemon(
             shutdown_grace=config.launcher.stop_grace,
             heartbeat=notifier.watchdog,
         )
+        service, scheduler = runtime.service, runtime.scheduler
         app = create_app(
             service=service,
+            manual_runs=runtime.firing,
             scheduler=scheduler,
             clock=clock,
             journal_path=journal.path,
@@ -230,7 +298,7 @@ async def run_daemon(
     log.info("daemon_stopped")
 
 
-def reload(read: Callable[[], Config], launcher: object) -> None:
+def reload(read: Callable[[], Config], launcher: Launcher) -> None:
     """SIGHUP: re-read the config; apply launcher declarations and the log level.
 
     An invalid file is logged and ignored: the daemon keeps its current settings.
@@ -241,9 +309,7 @@ def reload(read: Callable[[], Config], launcher: object) -> None:
         log.error("reload_failed", problems=exc.problems)
         return
     configure_logging(config.daemon.log_level, config.daemon.log_format)
-    apply = getattr(launcher, "reload", None)
-    if callable(apply):
-        apply(config.declarations)
+    launcher.reload(config.declarations)
     log.info(
         "daemon_reloaded",
         log_level=config.daemon.log_level,
@@ -262,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("agentcrond: invalid configuration:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     if args.check_config:
         print(json.dumps(effective_settings(config), indent=2))
         return EXIT_OK

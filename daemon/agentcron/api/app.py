@@ -24,8 +24,7 @@ from agentcron.api import routes
 from agentcron.api.params import too_large
 from agentcron.api.socket import peer_allowed, peer_credentials
 from agentcron.clock import Clock
-from agentcron.errors import ApiError, PermissionDenied
-from agentcron.runtime.scheduler import Scheduler
+from agentcron.errors import API_ERROR_TYPES, ApiError, Conflict, PermissionDenied
 from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger(__name__)
@@ -37,30 +36,23 @@ DAEMON_UID = web.AppKey("daemon_uid", int)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_HTTP_ERROR_TYPES = {
-    400: "invalid_request_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "request_too_large",
-}
-_CONFLICT = 409
-
 
 def create_app(
     *,
     service: DeploymentService,
-    scheduler: Scheduler,
+    manual_runs: routes.ManualRuns,
+    scheduler: routes.SchedulerHealth,
     clock: Clock,
     journal_path: Path,
     max_request_bytes: int = 10 * 1024 * 1024,
     allowed_uids: Collection[int] = (),
     allowed_gids: Collection[int] = (),
 ) -> web.Application:
-    """The aiohttp application serving SPEC §5 for ``service`` and ``scheduler``."""
+    """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
+    runs through ``manual_runs`` (the fire path), health from ``scheduler``."""
     app = web.Application(middlewares=[api_middleware], client_max_size=max_request_bytes)
     app[routes.SERVICE] = service
+    app[routes.MANUAL_RUNS] = manual_runs
     app[routes.SCHEDULER] = scheduler
     app[routes.CLOCK] = clock
     app[routes.JOURNAL_PATH] = journal_path
@@ -111,7 +103,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             request_id,
         )
     response.headers["request-id"] = request_id
-    if response.status == _CONFLICT or (response.status >= 500 and request.method == "POST"):
+    if response.status == Conflict.status or (response.status >= 500 and request.method == "POST"):
         # The SDK retries 409 and 5xx by default; a retried create or run could duplicate it.
         response.headers["x-should-retry"] = "false"
     return response
@@ -157,7 +149,7 @@ def _http_error(request: web.Request, exc: web.HTTPException, request_id: str) -
         )
     else:
         message = exc.reason
-    error_type = _HTTP_ERROR_TYPES.get(
+    error_type = API_ERROR_TYPES.get(
         status, "api_error" if status >= 500 else "invalid_request_error"
     )
     response = error_response(status, error_type, message, request_id)

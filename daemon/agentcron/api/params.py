@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from agentcron.core.pagination import DEFAULT_LIMIT, DEPLOYMENTS_MAX_LIMIT, RUNS_MAX_LIMIT
 from agentcron.core.timeutil import parse_ts
 from agentcron.core.validation_shapes import json_kind
 from agentcron.errors import InvalidRequest, RequestTooLarge
 
-DEPLOYMENTS_MAX_LIMIT = 100
-RUNS_MAX_LIMIT = 1000
-DEFAULT_LIMIT = 20
 MAX_JSON_DEPTH = 64
 _READ_CHUNK = 64 * 1024
 _DIGITS = re.compile(r"^[0-9]{1,9}$")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -20,15 +20,32 @@ from agentcron.api.params import (
     read_body,
 )
 from agentcron.clock import Clock
-from agentcron.core.models import Deployment
+from agentcron.core.models import Deployment, DeploymentRun
 from agentcron.core.timeutil import format_ts
 from agentcron.core.wire import deployment_to_wire, run_to_wire
 from agentcron.errors import NotFound
-from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 
+
+class ManualRuns(Protocol):
+    """Where ``POST /v1/deployments/{id}/run`` goes (the fire path)."""
+
+    async def run_manual(self, deployment_id: str) -> DeploymentRun:
+        """Claim, launch and complete a run now; ``NotFound``/``Conflict`` as the API says."""
+        ...
+
+
+class SchedulerHealth(Protocol):
+    """What ``/v1/health`` reports of the scheduler."""
+
+    def health(self) -> dict[str, Any]:
+        """Counters and the next fire (JSON-ready)."""
+        ...
+
+
 SERVICE = web.AppKey("service", DeploymentService)
-SCHEDULER = web.AppKey("scheduler", Scheduler)
+MANUAL_RUNS = web.AppKey[ManualRuns]("manual_runs")
+SCHEDULER = web.AppKey[SchedulerHealth]("scheduler")
 CLOCK = web.AppKey[Clock]("clock")
 JOURNAL_PATH = web.AppKey("journal_path", Path)
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
@@ -125,7 +142,7 @@ async def archive_deployment(request: web.Request) -> web.Response:
 async def run_deployment(request: web.Request) -> web.Response:
     deployment_id = _path_id(request, "deployment_id", "deployment")
     await _body(request)
-    run = await request.app[SCHEDULER].run_manual(deployment_id)
+    run = await request.app[MANUAL_RUNS].run_manual(deployment_id)
     return json_response(run_to_wire(run))
 
 

@@ -28,7 +28,7 @@ import anyio.abc
 import structlog
 from aiohttp import web
 
-from agentcron.errors import AgentcronError
+from agentcron.errors import StartupError
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +85,7 @@ class ControlSocket(socket.socket):
 def bind_control_socket(path: Path, *, group: str | None = None) -> socket.socket:
     """Bind and listen on the control socket at ``path`` (see the module docstring).
 
-    Raises ``AgentcronError`` when a live daemon already answers there, when ``path`` exists
+    Raises ``StartupError`` when a live daemon already answers there, when ``path`` exists
     and is not a socket, when ``group`` does not exist, or when the OS refuses.
     """
     gid = _group_id(group) if group is not None else None
@@ -102,7 +102,7 @@ def bind_control_socket(path: Path, *, group: str | None = None) -> socket.socke
         info = os.stat(path)
     except OSError as exc:
         sock.close()
-        raise AgentcronError(f"cannot bind the control socket {path}: {exc.strerror}") from exc
+        raise StartupError(f"cannot bind the control socket {path}: {exc.strerror}") from exc
     sock.bound_path = path
     sock.bound_inode = (info.st_dev, info.st_ino)
     return sock
@@ -141,7 +141,7 @@ def _group_id(group: str) -> int:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise AgentcronError(
+        raise StartupError(
             f"socket_group: group {group!r} does not exist (create it or unset socket_group)"
         ) from None
 
@@ -153,7 +153,7 @@ def _prepare_directory(directory: Path) -> None:
         directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
         os.chmod(directory, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
     except OSError as exc:
-        raise AgentcronError(
+        raise StartupError(
             f"cannot create the socket directory {directory}: {exc.strerror}"
         ) from exc
 
@@ -164,17 +164,17 @@ def _clear_stale_socket(path: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise AgentcronError(f"cannot inspect {path}: {exc.strerror}") from exc
+        raise StartupError(f"cannot inspect {path}: {exc.strerror}") from exc
     if not stat.S_ISSOCK(info.st_mode):
-        raise AgentcronError(f"{path} exists and is not a socket; refusing to replace it")
+        raise StartupError(f"{path} exists and is not a socket; refusing to replace it")
     if _answers(path):
-        raise AgentcronError(f"another agentcron daemon is already listening on {path}")
+        raise StartupError(f"another agentcron daemon is already listening on {path}")
     try:
         path.unlink()
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise AgentcronError(f"cannot remove the stale socket {path}: {exc.strerror}") from exc
+        raise StartupError(f"cannot remove the stale socket {path}: {exc.strerror}") from exc
     log.info("stale_socket_removed", socket=str(path))
 
 
@@ -188,7 +188,7 @@ def _answers(path: Path) -> bool:
     except TimeoutError:
         return True  # something is there, merely slow to accept: treat it as alive
     except OSError as exc:
-        raise AgentcronError(f"cannot probe the existing socket {path}: {exc.strerror}") from exc
+        raise StartupError(f"cannot probe the existing socket {path}: {exc.strerror}") from exc
     finally:
         probe.close()
     return True

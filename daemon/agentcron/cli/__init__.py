@@ -13,11 +13,7 @@ from collections.abc import Sequence
 
 from agentcron import __version__
 from agentcron.cli import deployments, runs, schedule, status
-
-EXIT_OK = 0
-EXIT_API_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+from agentcron.exits import EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

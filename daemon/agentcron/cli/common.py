@@ -13,13 +13,8 @@ import anyio
 
 from agentcron.client import Client, DaemonUnreachable
 from agentcron.errors import AgentcronError, ApiError
+from agentcron.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from agentcron.paths import resolve_socket_path
-
-EXIT_OK = 0
-EXIT_API_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_INTERRUPTED = 130
 
 START_HINT = (
     "start the daemon with `agentcrond --config /path/to/config.toml` "
@@ -61,10 +56,10 @@ def run_with_client(args: argparse.Namespace, command: Callable[[Client], Awaita
         return EXIT_UNREACHABLE
     except ApiError as exc:
         print(f"error: {exc.error_type}: {exc.message}", file=sys.stderr)
-        return EXIT_API_ERROR
+        return EXIT_FAILURE
     except AgentcronError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_API_ERROR
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK if getattr(args, "follow", False) else EXIT_INTERRUPTED
 

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from agentcron.cli.common import (
-    EXIT_OK,
     UsageError,
     connection_options,
     load_body_file,
@@ -23,6 +22,7 @@ from agentcron.cli.output import (
     table,
 )
 from agentcron.client import Client
+from agentcron.exits import EXIT_OK
 
 DEFAULT_TIMEZONE = "UTC"
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import anyio
 
-from agentcron.cli.common import EXIT_OK, connection_options, run_with_client, usage_guard
+from agentcron.cli.common import connection_options, run_with_client, usage_guard
 from agentcron.cli.output import RUN_HEADERS, print_json, run_detail, run_line, run_row, table
 from agentcron.client import Client
 from agentcron.core.timeutil import parse_ts
+from agentcron.exits import EXIT_OK
 
 FOLLOW_INTERVAL = 1.0
 # Runs become visible when they complete, and two completions may commit out of timestamp

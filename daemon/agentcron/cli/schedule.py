@@ -18,9 +18,8 @@ from typing import Any
 from agentcron.core.schedule import Occurrence, SkippedOccurrence, compile_schedule, preview
 from agentcron.core.timeutil import format_ts, parse_ts
 from agentcron.errors import ScheduleError
+from agentcron.exits import EXIT_OK, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 MAX_COUNT = 1000
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agentcron.cli.common import EXIT_OK, connection_options, run_with_client
+from agentcron.cli.common import connection_options, run_with_client
 from agentcron.cli.output import health_text, print_json
 from agentcron.client import Client
+from agentcron.exits import EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

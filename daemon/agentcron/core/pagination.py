@@ -20,6 +20,13 @@ from agentcron.errors import InvalidRequest
 
 T = TypeVar("T")
 
+DEFAULT_LIMIT = 20
+"""Items per page when ``limit`` is not given (both lists)."""
+DEPLOYMENTS_MAX_LIMIT = 100
+"""The largest ``limit`` of the deployments list."""
+RUNS_MAX_LIMIT = 1000
+"""The largest ``limit`` of the runs list."""
+
 _MAX_CURSOR_CHARS = 256
 
 

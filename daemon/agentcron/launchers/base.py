@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from agentcron.config import Declarations
 from agentcron.core.models import AgentRef, Deployment, JSONObject
 
 
@@ -98,6 +99,14 @@ class Launcher(Protocol):
         """Create one session and return its id (``sesn_...``).
 
         Raises ``LaunchFailure`` with a run error type on every failure; never retries.
+        """
+        ...
+
+    def reload(self, declarations: Declarations) -> None:
+        """Take the agents, environments and vaults of a re-read config (SIGHUP).
+
+        Sessions already running are not touched. A launcher that declares nothing locally
+        (``managed_agents``) ignores them.
         """
         ...
 

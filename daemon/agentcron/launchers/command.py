@@ -27,11 +27,12 @@ task per child), and their records are queued on the journal without waiting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -431,14 +432,17 @@ class CommandLauncher:
     def _started(self, session: _LocalSession) -> None:
         self._running[session.session_id] = session
         request = session.request
-        self._record(
-            "session_started",
-            session_id=session.session_id,
-            run_id=request.run_id,
-            deployment_id=request.deployment_id,
-            pid=session.pid,
-            started_at=self._clock.now(),
-        )
+        recorder = self._recorder
+        if recorder is None:
+            return
+        with self._recording("session_started", session.session_id):
+            recorder.session_started(
+                session_id=session.session_id,
+                run_id=request.run_id,
+                deployment_id=request.deployment_id,
+                pid=session.pid,
+                started_at=self._clock.now(),
+            )
 
     def _exited(self, session: _LocalSession, status: int | None) -> None:
         self._running.pop(session.session_id, None)
@@ -448,24 +452,26 @@ class CommandLauncher:
             log.warning("session_exit_unknown", session_id=session.session_id)
             return
         log.debug("session_ended", session_id=session.session_id, exit_status=status)
-        self._record(
-            "session_ended",
-            session_id=session.session_id,
-            exit_status=status,
-            ended_at=self._clock.now(),
-        )
-
-    def _record(self, event: str, **fields: Any) -> None:
-        if self._recorder is None:
+        recorder = self._recorder
+        if recorder is None:
             return
-        method = getattr(self._recorder, event)
+        with self._recording("session_ended", session.session_id):
+            recorder.session_ended(
+                session_id=session.session_id, exit_status=status, ended_at=self._clock.now()
+            )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _recording(event: str, session_id: str) -> Iterator[None]:
+        """Log, never raise, a failure to record a session's life: a journal failure must not
+        orphan the child."""
         try:
-            method(**fields)
-        except Exception as exc:  # a journal failure must not orphan the child
+            yield
+        except Exception as exc:  # the record fails alone; the session goes on
             log.error(
                 "session_record_failed",
                 event=event,
-                session_id=fields["session_id"],
+                session_id=session_id,
                 error=f"{type(exc).__name__}: {exc}",
             )
 

@@ -40,6 +40,7 @@ import anyio
 from yarl import URL
 
 from agentcron import __version__
+from agentcron.config import Declarations
 from agentcron.core.models import AgentRef, RunErrorType
 from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
 from agentcron.launchers.api_key import load_api_key
@@ -127,6 +128,9 @@ class ManagedAgentsLauncher:
                 raise_for_status=False,
             )
         return self._session
+
+    def reload(self, declarations: Declarations) -> None:
+        """Nothing to take: agents, environments and vaults live in the hosted API."""
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

@@ -1,19 +1,16 @@
 """The fire path: claim a run durably, create one session, complete the run.
 
-``Firing`` is what the scheduler loop hands each due occurrence to (one task per fire) and what
-manual runs go through. The order is the crash-safety contract of SPEC §4: the run row is
-committed *before* the launcher is called, and completed after, so a daemon killed in between
-leaves an open claim that the next start completes as ``service_unavailable`` instead of
-creating the session a second time.
+``Firing`` is what the scheduler loop hands each due occurrence to (``submit``) and what manual
+runs go through (``run_manual``). The order is the crash-safety contract of SPEC §4: the run
+row is committed *before* the launcher is called, and completed after, so a daemon killed in
+between leaves an open claim that the next start completes as ``service_unavailable`` instead
+of creating the session a second time.
 
-Fires take their deployments from a bounded in-memory copy of the journal's (``_known``,
-oldest-used evicted first): every committed change of a deployment replaces its copy
-(``remember``, called by the scheduler's change listener with the committed object, also for
-changes that land while a read is in flight), so a deployment created or changed since start,
-or fired once, fires again without a read. For the others the loop announces fires a moment
-before they are due (``read_ahead``): their deployments are read in one query per batch, so a
-due fire goes straight to its claim; a fire whose copy is missing reads the journal itself.
-Either way the copy a fire uses is the journal's current one, re-checked before the claim.
+``run`` is Firing's own task group: a pool of at most ``max_concurrent_fires`` workers that
+claim, launch and complete queued fires, and the reader of ``DeploymentCopies``
+(``agentcron.runtime.copies``), where fires take their deployments from. A due fire is
+re-checked against that copy (and against its ``entry`` still being live in the scheduler)
+just before its claim.
 
 Shutdown (``drain``): no new claims; session creations already started get ``grace`` seconds to
 finish; the rest are cancelled and their runs completed as ``service_unavailable``. The part of a
@@ -27,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -38,12 +36,18 @@ from agentcron.core.timeutil import format_ts
 from agentcron.errors import AgentcronError, Conflict, LaunchFailure, ServiceUnavailable
 from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal
 from agentcron.launchers.base import Launcher, SessionRequest
+from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger("agentcron.scheduler")
 
-_READ_BATCH = 500  # deployments read ahead per query
-_KNOWN_MAX = 16_384  # deployment copies kept at most (about 1-2 kB each)
+
+class LiveEntry(Protocol):
+    """The scheduler's handle of a deployment's schedule: ``live`` turns False, for good,
+    once the scheduler removed or replaced it (paused, archived, rescheduled)."""
+
+    @property
+    def live(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,8 +59,11 @@ class DueFire:
     timezone: str
     scheduled_at: datetime
     fire_at: datetime
-    is_live: Callable[[], bool]
-    """False once the loop's entry for this deployment was removed or replaced."""
+    entry: LiveEntry
+    """The scheduler's entry it came from; a fire whose entry is no longer live is dropped."""
+
+    def is_live(self) -> bool:
+        return self.entry.live
 
     def still_fires(self, deployment: Deployment | None) -> bool:
         """The journal's copy agrees: scheduled on this schedule, not paused, not archived."""
@@ -91,15 +98,14 @@ class Changes:
 
 
 class FireStats:
-    """The counters ``Scheduler.health()`` reports."""
+    """Firing's counters (``Scheduler.health()`` reports them with its own)."""
 
-    __slots__ = ("duplicates", "failed", "fired", "in_flight", "missed", "succeeded")
+    __slots__ = ("duplicates", "failed", "fired", "in_flight", "succeeded")
 
     def __init__(self) -> None:
         self.fired = 0
         self.succeeded = 0
         self.failed: Counter[str] = Counter()
-        self.missed = 0
         self.duplicates = 0
         self.in_flight = 0
 
@@ -114,9 +120,9 @@ class Firing:
         service: DeploymentService,
         launcher: Launcher,
         clock: Clock,
-        auto_pause_on: Iterable[str],
-        max_concurrent_fires: int,
-        changes: Changes,
+        copies: DeploymentCopies,
+        auto_pause_on: Iterable[str] = (),
+        max_concurrent_fires: int = 64,
     ) -> None:
         if max_concurrent_fires < 1:
             raise ValueError("max_concurrent_fires must be at least 1")
@@ -124,52 +130,70 @@ class Firing:
         self._service = service
         self._launcher = launcher
         self._clock = clock
+        self._copies = copies
         self._auto_pause_on = frozenset(auto_pause_on)
         self._max_workers = max_concurrent_fires
         self._queue: deque[DueFire] = deque()
         self._workers = 0
         self._parked: deque[anyio.Event] = deque()  # one per idle worker, oldest first
-        self._to_read: list[str] = []
-        self._reading = False
-        self._known: dict[str, Deployment] = {}  # insertion order = least recently used first
-        self._changes_seen = 0  # ``remember`` calls so far
-        self._changed_while_reading: set[str] | None = None
-        self._changes = changes
+        self._tg: anyio.abc.TaskGroup | None = None
         self._launches: set[anyio.CancelScope] = set()
         self._stopping = False
         self._cutoff = False
+        self.changes = Changes()
+        """Notified whenever a fire ends or a launch returns (and by the scheduler's loop)."""
         self.stats = FireStats()
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """Count a fire (or manual run) as in flight."""
+    def _begin(self) -> None:
         self.stats.in_flight += 1
 
     def _end(self) -> None:
         self.stats.in_flight -= 1
-        self._changes.notify()
+        self.changes.notify()
 
     @property
     def stopping(self) -> bool:
         return self._stopping
 
+    # --- the task group ------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Firing's task group (the workers and the deployment reader) until cancelled.
+
+        ``drain`` first when stopping: cancelling ``run`` tears down fires that have not
+        claimed yet, never the shielded part after a claim.
+        """
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._copies.run)
+            self._tg = tg
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+
     # --- scheduled fires -----------------------------------------------------------------------
 
-    def submit(self, due: DueFire, tg: anyio.abc.TaskGroup) -> None:
-        """Queue a due occurrence (sync, for the loop); a pool of at most
-        ``max_concurrent_fires`` workers claims, launches and completes queued fires.
+    def submit(self, due: DueFire) -> None:
+        """Queue a due occurrence (sync, for the loop; ``run`` must be running); a pool of at
+        most ``max_concurrent_fires`` workers claims, launches and completes queued fires.
 
         A burst costs the loop one append per fire; workers stay parked between bursts (no
         task per fire), and concurrent claims of the workers are group-committed by the journal.
         """
-        self.begin()
+        if self._tg is None:
+            raise RuntimeError("Firing.run is not running")
+        self._begin()
         self._queue.append(due)
         if self._parked:
             self._parked.popleft().set()
         elif self._workers < self._max_workers:
             self._workers += 1
-            tg.start_soon(self._worker)
+            self._tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
         try:
@@ -183,74 +207,13 @@ class Firing:
         finally:
             self._workers -= 1
 
-    # --- reading ahead -------------------------------------------------------------------------
-
-    def read_ahead(self, deployment_ids: list[str], tg: anyio.abc.TaskGroup) -> None:
-        """Read these deployments (soon due) in the background, batched (sync, for the loop)."""
-        self._to_read.extend(deployment_ids)
-        if not self._reading:
-            self._reading = True
-            tg.start_soon(self._read_batches)
-
-    def remember(self, deployment: Deployment) -> None:
-        """Keep the committed copy of a deployment that changed (sync)."""
-        self._mark_changed(deployment.id)
-        self._keep(deployment)
-
-    def _mark_changed(self, deployment_id: str) -> None:
-        self._changes_seen += 1
-        if self._changed_while_reading is not None:
-            self._changed_while_reading.add(deployment_id)
-
-    def _keep(self, deployment: Deployment) -> None:
-        """Store ``deployment`` as the most recently used copy; evict the oldest beyond the cap."""
-        known = self._known
-        known.pop(deployment.id, None)
-        known[deployment.id] = deployment
-        while len(known) > _KNOWN_MAX:
-            del known[next(iter(known))]
-
-    async def _read_batches(self) -> None:
-        try:
-            while self._to_read and not self._stopping:
-                batch = [i for i in self._to_read[:_READ_BATCH] if i not in self._known]
-                del self._to_read[:_READ_BATCH]
-                if not batch:
-                    continue
-                changed: set[str] = set()
-                self._changed_while_reading = changed
-                try:
-                    found = await self._journal.get_deployments(batch)
-                except AgentcronError as exc:  # the fires read for themselves
-                    log.warning("read_ahead_failed", deployments=len(batch), error=str(exc))
-                    continue
-                finally:
-                    self._changed_while_reading = None
-                for deployment_id, deployment in found.items():
-                    if deployment_id not in changed:
-                        self._keep(deployment)
-        finally:
-            self._reading = False
-
-    async def _deployment(self, deployment_id: str) -> Deployment | None:
-        """The journal's current copy: the one kept if there is one, else read now."""
-        deployment = self._known.pop(deployment_id, None)
-        if deployment is not None:
-            self._keep(deployment)  # now the most recently used
-            return deployment
-        changes = self._changes_seen
-        deployment = await self._journal.get_deployment(deployment_id)
-        if deployment is not None and self._changes_seen == changes:
-            self._keep(deployment)  # no change landed during the read: it is current
-        return deployment
-
     async def _fire_scheduled(self, due: DueFire) -> None:
         try:
             if self._stopping or not due.is_live():
                 return
             with structlog.contextvars.bound_contextvars(deployment_id=due.deployment_id):
                 try:
-                    deployment = await self._deployment(due.deployment_id)
+                    deployment = await self._copies.get(due.deployment_id)
                 except AgentcronError as exc:
                     log.error("fire_skipped", reason="journal", error=str(exc))
                     return
@@ -292,13 +255,18 @@ class Firing:
     # --- manual runs ---------------------------------------------------------------------------
 
     async def run_manual(self, deployment_id: str) -> DeploymentRun:
-        """Claim, launch and complete a manual run now; see ``Scheduler.run_manual``."""
+        """Run a deployment now (``POST /v1/deployments/{id}/run``).
+
+        Raises ``NotFound`` for an unknown id and ``Conflict`` for an archived deployment;
+        works while paused; returns the completed run, also when it carries an error; never
+        touches ``last_run_at`` and never auto-pauses; ``agent_archived`` archives the deployment.
+        """
         deployment = await self._service.get(deployment_id)  # NotFound
         if deployment.is_archived:
             raise Conflict(f"deployment {deployment_id} is archived")
         if self._stopping:
             raise ServiceUnavailable("the daemon is shutting down; try again after it restarts")
-        self.begin()
+        self._begin()
         try:
             with structlog.contextvars.bound_contextvars(deployment_id=deployment_id):
                 with anyio.CancelScope(shield=True):
@@ -358,7 +326,7 @@ class Firing:
                     )
         finally:
             self._launches.discard(scope)
-            self._changes.notify()
+            self.changes.notify()
         if scope.cancelled_caught or (session_id is None and error is None):
             session_id = None
             error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=RECOVERED_MESSAGE)
@@ -438,7 +406,7 @@ class Firing:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(deadline)
-                await self._changes.wait_until(lambda: not self._launches)
+                await self.changes.wait_until(lambda: not self._launches)
                 tg.cancel_scope.cancel()
         self._cutoff = True
         for scope in list(self._launches):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,14 +35,13 @@ import structlog
 
 from agentcron.clock import Clock
 from agentcron.core.jitter import jitter_offset
-from agentcron.core.models import Deployment, DeploymentRun
+from agentcron.core.models import Deployment
 from agentcron.core.schedule import CompiledSchedule, compile_schedule
 from agentcron.core.timeutil import format_ts, from_micros, to_micros
 from agentcron.errors import AgentcronError
 from agentcron.journal import Journal
-from agentcron.launchers.base import Launcher
-from agentcron.runtime.firing import Changes, DueFire, Firing
-from agentcron.runtime.service import DeploymentService
+from agentcron.runtime.copies import DeploymentCopies
+from agentcron.runtime.firing import DueFire, Firing
 
 log = structlog.get_logger("agentcron.scheduler")
 
@@ -58,10 +57,19 @@ class _Entry:
     """The live heap entry of one deployment (mutable; replaced when its schedule changes).
 
     Lean on purpose (no deployment snapshot): 100,000 of them fit in a few tens of MB. The fire
-    path reads the deployment from the journal.
+    path reads the deployment from the journal. ``live`` turns False when the entry leaves
+    ``Scheduler._entries`` (a due fire of it still queued is then dropped).
     """
 
-    __slots__ = ("deployment_id", "fire_at_us", "jitter_us", "schedule", "scheduled_at", "token")
+    __slots__ = (
+        "deployment_id",
+        "fire_at_us",
+        "jitter_us",
+        "live",
+        "schedule",
+        "scheduled_at",
+        "token",
+    )
 
     def __init__(self, deployment_id: str, schedule: CompiledSchedule, jitter_us: int) -> None:
         self.deployment_id = deployment_id
@@ -70,22 +78,21 @@ class _Entry:
         self.scheduled_at: datetime | None = None
         self.fire_at_us = 0
         self.token = 0
+        self.live = True
 
 
 class Scheduler:
-    """Fires every scheduled deployment at its occurrences; runs manual runs on request."""
+    """Fires every scheduled deployment at its occurrences through ``firing``."""
 
     def __init__(
         self,
         *,
         journal: Journal,
-        service: DeploymentService,
-        launcher: Launcher,
+        firing: Firing,
+        copies: DeploymentCopies,
         clock: Clock,
         max_jitter: float = 10.0,
         misfire_grace: float = 60.0,
-        auto_pause_on: Iterable[str] = (),
-        max_concurrent_fires: int = 64,
         max_sleep: float = 30.0,
         shutdown_grace: float = 10.0,
         heartbeat: Callable[[], None] | None = None,
@@ -100,16 +107,10 @@ class Scheduler:
         self._max_sleep = max_sleep
         self._shutdown_grace = shutdown_grace
         self._heartbeat = heartbeat
-        self._changes = Changes()
-        self._firing = Firing(
-            journal=journal,
-            service=service,
-            launcher=launcher,
-            clock=clock,
-            auto_pause_on=auto_pause_on,
-            max_concurrent_fires=max_concurrent_fires,
-            changes=self._changes,
-        )
+        self._firing = firing
+        self._copies = copies
+        self._changes = firing.changes
+        self._missed = 0
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[int, int, _Entry]] = []
         self._soon: list[tuple[int, int, _Entry]] = []  # due within _READ_AHEAD_US: read ahead
@@ -120,7 +121,6 @@ class Scheduler:
         self._sleep_scope: anyio.CancelScope | None = None
         self._wake_requested = False
         self._parked = False
-        service.subscribe(self.deployment_changed)
 
     # --- the public contract -------------------------------------------------------------------
 
@@ -131,9 +131,10 @@ class Scheduler:
         await self._startup()
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(self._firing.run)
                 task_status.started()
                 try:
-                    await self._loop(tg)
+                    await self._loop()
                 finally:
                     self._parked = False
                     with anyio.CancelScope(shield=True):
@@ -146,14 +147,13 @@ class Scheduler:
 
     def deployment_changed(self, deployment: Deployment) -> None:
         """Apply a committed change to the heap at once and wake the loop (sync, cheap)."""
-        self._firing.remember(deployment)
         if not self._started:
             self._early[deployment.id] = deployment
             return
         current = self._entries.get(deployment.id)
         if not deployment.fires:
             if current is not None:
-                del self._entries[deployment.id]
+                self._set_entry(deployment.id, None)
                 self._wake()
             return
         schedule = deployment.schedule
@@ -165,21 +165,11 @@ class Scheduler:
         ):
             return  # same schedule: keep the pending occurrence
         entry = self._new_entry(deployment.id, schedule.expression, schedule.timezone)
-        if entry is None:  # cannot happen for a schedule the service validated
-            self._entries.pop(deployment.id, None)
+        self._set_entry(deployment.id, entry)  # None cannot happen for a validated schedule
+        if entry is None:
             return
-        self._entries[deployment.id] = entry
         self._push(entry, self._next_after(entry.schedule, to_micros(self._clock.now())))
         self._wake()
-
-    async def run_manual(self, deployment_id: str) -> DeploymentRun:
-        """Run a deployment now (``POST /v1/deployments/{id}/run``).
-
-        Raises ``NotFound`` for an unknown id and ``Conflict`` for an archived deployment;
-        works while paused; returns the completed run, also when it carries an error; never
-        touches ``last_run_at`` and never auto-pauses; ``agent_archived`` archives the deployment.
-        """
-        return await self._firing.run_manual(deployment_id)
 
     def health(self) -> dict[str, Any]:
         """Counters for ``/v1/health`` and the systemd status line."""
@@ -189,7 +179,7 @@ class Scheduler:
             "fired": stats.fired,
             "succeeded": stats.succeeded,
             "failed": dict(stats.failed),
-            "missed": stats.missed,
+            "missed": self._missed,
             "duplicates": stats.duplicates,
             "in_flight": stats.in_flight,
             "scheduled": len(self._entries),
@@ -235,7 +225,7 @@ class Scheduler:
                 first, _ = self._next_after(entry.schedule, seen_us)
                 if first <= floor:
                     self._count_missed_while_down(entry, first, floor)
-            self._entries[deployment_id] = entry
+            self._set_entry(deployment_id, entry)
             self._push(entry, upcoming)
         del rows
         heapq.heapify(self._heap)
@@ -259,7 +249,7 @@ class Scheduler:
             if scheduled_at > floor or count == _MISSED_COUNT_MAX:
                 break
             count += 1
-        self._firing.stats.missed += count
+        self._missed += count
         log.warning(
             "occurrence_missed",
             deployment_id=entry.deployment_id,
@@ -292,6 +282,17 @@ class Scheduler:
             return None
         jitter_us = round(jitter_offset(deployment_id, self._max_jitter) * 1_000_000)
         return _Entry(deployment_id, schedule, jitter_us)
+
+    def _set_entry(self, deployment_id: str, entry: _Entry | None) -> None:
+        """Make ``entry`` the deployment's live entry (None: it has none); the one it replaces
+        is no longer live, so a fire of it still queued is dropped."""
+        if entry is None:
+            previous = self._entries.pop(deployment_id, None)
+        else:
+            previous = self._entries.get(deployment_id)
+            self._entries[deployment_id] = entry
+        if previous is not None and previous is not entry:
+            previous.live = False
 
     # --- the heap ------------------------------------------------------------------------------
 
@@ -355,7 +356,7 @@ class Scheduler:
             return None
         return heapq.heappop(self._heap)[2]
 
-    def _read_ahead(self, now_us: int, tg: anyio.abc.TaskGroup) -> None:
+    def _read_ahead(self, now_us: int) -> None:
         """Move what fires within ``_READ_AHEAD_US`` to the soon heap and read it ahead.
 
         Done whenever the loop is awake anyway (it never wakes early for it): in a burst, each
@@ -371,11 +372,11 @@ class Scheduler:
                 heapq.heappush(soon, item)
                 ids.append(item[2].deployment_id)
         if ids:
-            self._firing.read_ahead(ids, tg)
+            self._copies.read_ahead(ids)
 
     # --- the loop ------------------------------------------------------------------------------
 
-    async def _loop(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _loop(self) -> None:
         while True:
             if self._heartbeat is not None:
                 self._heartbeat()
@@ -383,11 +384,11 @@ class Scheduler:
             now_us = to_micros(self._clock.now())
             handled = 0
             while (entry := self._pop_due(now_us)) is not None:
-                self._handle_due(entry, now_us, tg)
+                self._handle_due(entry, now_us)
                 handled += 1
                 if handled % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
-            self._read_ahead(now_us, tg)
+            self._read_ahead(now_us)
             delay = self._max_sleep * 1_000_000
             soon = self._top(self._soon)
             if soon is not None:
@@ -397,12 +398,12 @@ class Scheduler:
                 delay = min(delay, later[0] - now_us)
             await self._park(max(delay, 0) / 1_000_000)
 
-    def _handle_due(self, entry: _Entry, now_us: int, tg: anyio.abc.TaskGroup) -> None:
+    def _handle_due(self, entry: _Entry, now_us: int) -> None:
         scheduled_at = entry.scheduled_at
         assert scheduled_at is not None
         fire_at_us = entry.fire_at_us
         if now_us - fire_at_us > self._grace_us:
-            self._firing.stats.missed += 1
+            self._missed += 1
             log.warning(
                 "occurrence_missed",
                 deployment_id=entry.deployment_id,
@@ -419,9 +420,9 @@ class Scheduler:
                 timezone=entry.schedule.timezone,
                 scheduled_at=scheduled_at,
                 fire_at=from_micros(fire_at_us),
-                is_live=lambda: self._entries.get(entry.deployment_id) is entry,
+                entry=entry,
             )
-            self._firing.submit(due, tg)
+            self._firing.submit(due)
         self._push(entry, self._next_after(entry.schedule, fire_at_us - entry.jitter_us))
 
     async def _park(self, delay: float) -> None:

@@ -23,7 +23,16 @@ import structlog
 from agentcron import ids
 from agentcron.clock import Clock
 from agentcron.core.models import AgentRef, Deployment, DeploymentRun, PausedReason
-from agentcron.core.pagination import CursorKind, Page, Position, decode_cursor, encode_cursor
+from agentcron.core.pagination import (
+    DEFAULT_LIMIT,
+    DEPLOYMENTS_MAX_LIMIT,
+    RUNS_MAX_LIMIT,
+    CursorKind,
+    Page,
+    Position,
+    decode_cursor,
+    encode_cursor,
+)
 from agentcron.core.timeutil import to_micros
 from agentcron.core.validation import (
     OMITTED,
@@ -41,9 +50,6 @@ log = structlog.get_logger(__name__)
 DeploymentListener = Callable[[Deployment], None]
 
 _Item = TypeVar("_Item", Deployment, DeploymentRun)
-
-DEPLOYMENTS_MAX_LIMIT = 100
-RUNS_MAX_LIMIT = 1000
 
 
 class DeploymentService:
@@ -119,7 +125,7 @@ class DeploymentService:
         include_archived: bool = False,
         created_at_gte: datetime | None = None,
         created_at_lte: datetime | None = None,
-        limit: int = 20,
+        limit: int = DEFAULT_LIMIT,
         page: str | None = None,
     ) -> Page[Deployment]:
         """One page of deployments, newest first (archived ones only with ``include_archived``)."""
@@ -259,7 +265,7 @@ class DeploymentService:
         created_at_gte: datetime | None = None,
         created_at_lt: datetime | None = None,
         created_at_lte: datetime | None = None,
-        limit: int = 20,
+        limit: int = DEFAULT_LIMIT,
         page: str | None = None,
     ) -> Page[DeploymentRun]:
         """One page of runs, newest first; an unknown ``deployment_id`` gives an empty page."""
