@@ -1,14 +1,202 @@
 """The traps a new user hits in the first hour, each tried the way a new user would hit it.
 
+- Undeclared (or archived) vaults are a 400 at create and update, like agents and environments.
 - A deployment name has a length limit.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentcron.errors import InvalidRequest, ServiceUnavailable
+from agentcron.journal import Journal
+from agentcron.launchers import ManagedAgentsLauncher
+from agentcron.service import DeploymentService
 from tests.api_harness import ApiServer, deployment_body
+from tests.daemon_harness import DaemonProcess
+from tests.fakes import FakeClock
+from tests.hosted_api import Fault, HostedApi
 
 EVENTS = [{"type": "user.message", "content": [{"type": "text", "text": "Say hello."}]}]
 LOG_WAIT = 20.0
+
+
+# --- a real daemon on a config of our own ---------------------------------------------------------
+
+
+def write_config(directory: Path, declarations: str) -> Path:
+    """A config for ``DaemonProcess`` (its state and socket paths) with these declarations."""
+    config = directory / "agentcron.toml"
+    config.write_text(
+        f"""
+[daemon]
+state_dir = "{directory / "state"}"
+socket = "{directory / "run" / "control.sock"}"
+max_jitter = "0s"
+log_format = "json"
+
+[launcher]
+type = "command"
+stop_grace = "2s"
+
+{declarations}
+"""
+    )
+    return config
+
+
+def log_lines(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    lines = []
+    for line in daemon.logs().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def events(daemon: DaemonProcess, event: str) -> list[dict[str, Any]]:
+    return [line for line in log_lines(daemon) if line.get("event") == event]
+
+
+def wait_for_events(daemon: DaemonProcess, event: str, count: int) -> list[dict[str, Any]]:
+    """Read the daemon's log until ``count`` lines of ``event`` are there (it writes them)."""
+    deadline = time.monotonic() + LOG_WAIT
+    while time.monotonic() < deadline:
+        found = events(daemon, event)
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} {event} lines within {LOG_WAIT} s:\n{daemon.logs()}")
+
+
+@contextmanager
+def started(directory: Path, config: Path) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(directory, config)
+    try:
+        daemon.start()
+        yield daemon
+        assert daemon.stop() == 0, daemon.logs()
+    finally:
+        daemon.close()
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "name": "hello",
+        "agent": "agent_ok",
+        "environment_id": "env_ok",
+        "initial_events": EVENTS,
+    }
+    values.update(overrides)
+    return values
+
+
+# --- undeclared vaults are a 400 at create and update --------------------------------------------
+
+
+def test_undeclared_or_archived_vaults_are_rejected_at_create_and_update(tmp_path: Path) -> None:
+    """400 naming ``vault_ids[i]`` and the declared ids, like an undeclared environment; a vault
+    removed later still fails the run with ``vault_not_found``."""
+    vault_file = tmp_path / "a.env"
+    vault_file.write_text("TOKEN=vault-secret-31c7\n")
+    declarations = f"""
+[agents.agent_ok]
+argv = ["/bin/true"]
+[environments.env_ok]
+cwd = "{tmp_path}"
+[vaults.vlt_a]
+env_file = "{vault_file}"
+[vaults.vlt_b]
+env_file = "{vault_file}"
+[vaults.vlt_old]
+env_file = "{vault_file}"
+archived = true
+"""
+    config = write_config(tmp_path, declarations)
+    with started(tmp_path, config) as daemon:
+        status, error = daemon.request(
+            "POST", "/v1/deployments", body(vault_ids=["vlt_a", "vlt_nope"])
+        )
+        assert status == 400, error
+        assert error["error"] == {
+            "type": "invalid_request_error",
+            "message": "vault_ids[1]: vault 'vlt_nope' is not declared; "
+            "declared vaults: vlt_a, vlt_b",
+        }
+        status, error = daemon.request("POST", "/v1/deployments", body(vault_ids=["vlt_old"]))
+        assert status == 400, error
+        assert error["error"]["message"] == (
+            "vault_ids[0]: vault 'vlt_old' is archived; declared vaults: vlt_a, vlt_b"
+        )
+        status, error = daemon.request("POST", "/v1/deployments", body(environment_id="env_x"))
+        assert status == 400, error
+        assert error["error"]["message"] == (
+            "environment_id: environment 'env_x' is not declared; declared environments: env_ok"
+        )
+        status, created = daemon.request(
+            "POST", "/v1/deployments", body(vault_ids=["vlt_a", "vlt_b"])
+        )
+        assert status == 200, created
+        path = f"/v1/deployments/{created['id']}"
+        status, error = daemon.request("POST", path, {"vault_ids": ["vlt_b", "vlt_gone"]})
+        assert status == 400, error
+        assert error["error"]["message"].startswith("vault_ids[1]: vault 'vlt_gone' is not")
+        assert "vault-secret-31c7" not in json.dumps(error)
+        status, unchanged = daemon.request("GET", path)
+        assert unchanged["vault_ids"] == ["vlt_a", "vlt_b"]
+
+        config.write_text(config.read_text().replace("[vaults.vlt_b]", "[vaults.vlt_c]"))
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for_events(daemon, "daemon_reloaded", 1)
+        status, run = daemon.request("POST", f"{path}/run")
+        assert status == 200, run
+        assert run["error"]["type"] == "vault_not_found", run
+        assert "vlt_b" in run["error"]["message"]
+
+
+@pytest.fixture
+async def hosted() -> AsyncIterator[HostedApi]:
+    async with HostedApi() as server:
+        server.add_agent("agent_a", version=2)
+        server.add_environment("env_a")
+        server.add_vault("vlt_a")
+        server.add_vault("vlt_old", archived=True)
+        yield server
+
+
+async def test_the_hosted_launcher_looks_up_vaults_at_create(
+    tmp_path: Path, hosted: HostedApi
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.db")
+    try:
+        async with ManagedAgentsLauncher(
+            base_url=hosted.base_url, api_key=hosted.api_key, timeout=2.0
+        ) as launcher:
+            service = DeploymentService(journal, launcher, FakeClock(datetime.now(UTC)))
+            ok = body(agent="agent_a", environment_id="env_a", vault_ids=["vlt_a"])
+            assert (await service.create(ok)).vault_ids == ["vlt_a"]
+            with pytest.raises(InvalidRequest, match=r"^vault_ids\[1\]: vault 'vlt_x' does not"):
+                await service.create({**ok, "vault_ids": ["vlt_a", "vlt_x"]})
+            with pytest.raises(InvalidRequest, match=r"^vault_ids\[0\]: vault 'vlt_old' is arch"):
+                await service.create({**ok, "vault_ids": ["vlt_old"]})
+            created = await service.create({**ok, "vault_ids": []})
+            hosted.lookup_fault = Fault.UNAVAILABLE
+            with pytest.raises(ServiceUnavailable, match=r"^vault_ids\[0\]: "):
+                await service.update(created.id, {"vault_ids": ["vlt_a"]})
+            assert len(hosted.requests_to("GET", "/v1/vaults/")) == 5
+    finally:
+        await journal.close()
 
 
 # --- names have a length limit -------------------------------------------------------------------

@@ -2,14 +2,16 @@
 
 Implementations live in ``agentcron.launchers`` (``command`` runs a local program,
 ``managed_agents`` calls the hosted API). The scheduler and the deployment service only ever
-see this Protocol.
+see this Protocol, plus an optional ability a launcher may have: ``ChecksVaults`` (vault ids
+are checked when a deployment is created or updated).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from agentcron.models import AgentRef, Deployment, JSONObject
 
@@ -103,4 +105,18 @@ class Launcher(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; stop local sessions still running (SIGTERM, then SIGKILL)."""
+        ...
+
+
+@runtime_checkable
+class ChecksVaults(Protocol):
+    """A launcher that can tell, when a deployment is created or updated, whether its vaults
+    exist (both of ours can)."""
+
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Raise ``InvalidRequest`` naming ``vault_ids[i]`` for the first vault that does not
+        exist or is archived (``ServiceUnavailable`` when that cannot be known right now).
+
+        A vault removed later is still found at fire time (``vault_not_found``).
+        """
         ...

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -220,6 +220,19 @@ class CommandLauncher:
                 f"environment_id: environment {environment_id!r} {state}; "
                 f"{_listing('environments', usable)}"
             )
+
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Every id must name a declared vault that is not archived (its env-file is read at
+        fire time: it may appear later)."""
+        vaults = self._declarations.vaults
+        for index, vault_id in enumerate(vault_ids):
+            vault = vaults.get(vault_id)
+            if vault is None or vault.archived:
+                usable = [v.id for v in vaults.values() if not v.archived]
+                state = "is archived" if vault is not None else "is not declared"
+                raise InvalidRequest(
+                    f"vault_ids[{index}]: vault {vault_id!r} {state}; {_listing('vaults', usable)}"
+                )
 
     async def create_session(self, request: SessionRequest) -> str:
         if self._task_group is None or self._spawner is None or self._closing:

@@ -21,14 +21,15 @@ The causes of a 4xx are found with ``GET /v1/agents/{id}``, ``/v1/environments/{
 
 ``resolve_agent(id, None)`` pins the agent's latest version; ``resolve_agent(id, n)`` fetches
 ``?version=n`` and accepts ``n`` when ``1 <= n <= version`` of the answer. ``validate_environment``
-fetches the environment. Both answer ``InvalidRequest`` (400) when the object is missing or
-archived and ``ServiceUnavailable`` (503) when the hosted API cannot answer: a deployment is
-never accepted on a guess.
+fetches the environment, ``validate_vaults`` each vault (concurrently). All three answer
+``InvalidRequest`` (400) when the object is missing or archived and ``ServiceUnavailable``
+(503) when the hosted API cannot answer: a deployment is never accepted on a guess.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -40,7 +41,7 @@ import anyio
 from yarl import URL
 
 from agentcron import __version__
-from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
+from agentcron.errors import ApiError, InvalidRequest, LaunchFailure, ServiceUnavailable
 from agentcron.launcher import SessionRequest
 from agentcron.launchers.api_key import load_api_key
 from agentcron.models import AgentRef, RunErrorType
@@ -198,6 +199,29 @@ class ManagedAgentsLauncher:
             raise InvalidRequest(f"environment_id: {what} does not exist")
         if isinstance(reply.body, dict) and reply.body.get("archived_at"):
             raise InvalidRequest(f"environment_id: {what} is archived")
+
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        found: dict[int, _Reply | ApiError] = {}
+
+        async def lookup(index: int, vault_id: str) -> None:
+            path = f"/v1/vaults/{_segment(vault_id)}"
+            what = f"vault {vault_id!r}"
+            try:
+                found[index] = await self._lookup_or_503(path, what, field=f"vault_ids[{index}]")
+            except ApiError as exc:  # raised below, in index order, outside the task group
+                found[index] = exc
+
+        async with anyio.create_task_group() as task_group:
+            for index, vault_id in enumerate(vault_ids):
+                task_group.start_soon(lookup, index, vault_id)
+        for index, vault_id in enumerate(vault_ids):
+            reply = found[index]
+            if isinstance(reply, ApiError):
+                raise reply
+            if reply.status == 404:
+                raise InvalidRequest(f"vault_ids[{index}]: vault {vault_id!r} does not exist")
+            if isinstance(reply.body, dict) and reply.body.get("archived_at"):
+                raise InvalidRequest(f"vault_ids[{index}]: vault {vault_id!r} is archived")
 
     # -- helpers ---------------------------------------------------------------------------
 
