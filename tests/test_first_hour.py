@@ -1,5 +1,7 @@
 """The traps a new user hits in the first hour, each tried the way a new user would hit it.
 
+- ``agentcrond --check-config`` finds the programs, directories and env-files a fire would fail
+  on; the daemon warns about them at start and on SIGHUP but still starts.
 - Undeclared (or archived) vaults are a 400 at create and update, like agents and environments.
 - A deployment name has a length limit.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -100,6 +103,143 @@ def body(**overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+# --- --check-config finds what fails at fire time ------------------------------------------------
+
+
+def check_config(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DaemonProcess(config.parent, config).daemon_command(), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_names_each_program_directory_and_env_file_a_fire_would_fail_on(
+    tmp_path: Path,
+) -> None:
+    """Exit 2 and one line per problem, by key; usable and archived declarations pass (so does
+    the example config); an env-file's content is never printed."""
+    not_executable = tmp_path / "agent.sh"
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    (tmp_path / "vault-dir.env").mkdir()
+    (tmp_path / "malformed.env").write_text("GOOD=1\nsecret-value-9d1c\n")
+    (tmp_path / "binary.env").write_bytes(b"A=\xff\xfe\n")
+    (tmp_path / "good.env").write_text("TOKEN=x\n")
+    config = write_config(
+        tmp_path,
+        f"""
+[agents.agent_ok]
+argv = ["/bin/sh", "-c", "true"]
+[agents.agent_on_path]
+argv = ["sh", "-c", "true"]
+[agents.agent_missing]
+argv = ["{tmp_path / "no-such-program"}"]
+[agents.agent_not_executable]
+argv = ["{not_executable}"]
+[agents.agent_directory]
+argv = ["{tmp_path}"]
+[agents.agent_not_on_path]
+argv = ["agentcron-no-such-program-4f2a"]
+[agents.agent_archived]
+argv = ["{tmp_path / "also-missing"}"]
+archived = true
+
+[environments.env_ok]
+cwd = "{tmp_path}"
+[environments.env_missing]
+cwd = "{tmp_path / "no-such-directory"}"
+[environments.env_file]
+cwd = "{a_file}"
+
+[vaults.vlt_ok]
+env_file = "good.env"
+[vaults.vlt_missing]
+env_file = "missing.env"
+[vaults.vlt_directory]
+env_file = "vault-dir.env"
+[vaults.vlt_malformed]
+env_file = "malformed.env"
+[vaults.vlt_binary]
+env_file = "binary.env"
+""",
+    )
+
+    result = check_config(config)
+
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    problems = sorted(line.strip() for line in result.stderr.splitlines()[1:])
+    assert problems == sorted(
+        [
+            f"agents.agent_missing.argv[0]: program {tmp_path / 'no-such-program'} does not exist",
+            f"agents.agent_not_executable.argv[0]: program {not_executable} is not executable",
+            f"agents.agent_directory.argv[0]: program {tmp_path} is a directory",
+            "agents.agent_not_on_path.argv[0]: program 'agentcron-no-such-program-4f2a' is not "
+            f"found on PATH ({os.environ['PATH']})",
+            f"environments.env_missing.cwd: directory {tmp_path / 'no-such-directory'} "
+            "does not exist",
+            f"environments.env_file.cwd: {a_file} is not a directory",
+            f"vaults.vlt_missing.env_file: cannot read its env_file {tmp_path / 'missing.env'}: "
+            "No such file or directory",
+            f"vaults.vlt_directory.env_file: cannot read its env_file "
+            f"{tmp_path / 'vault-dir.env'}: Is a directory",
+            f"vaults.vlt_malformed.env_file: its env_file {tmp_path / 'malformed.env'} is "
+            "invalid: line 2 is not KEY=VALUE",
+            f"vaults.vlt_binary.env_file: its env_file {tmp_path / 'binary.env'} is not UTF-8 text",
+        ]
+    ), result.stderr
+    assert "secret-value-9d1c" not in result.stderr
+
+    example = check_config(Path(__file__).resolve().parent.parent / "config.example.toml")
+    assert example.returncode == 0, example.stderr
+    assert json.loads(example.stdout)["vaults"] == ["vlt_example"]
+
+
+def test_unusable_declarations_are_warnings_at_start_and_on_sighup_and_the_daemon_runs(
+    tmp_path: Path,
+) -> None:
+    """The daemon starts anyway (the file may appear later); SIGHUP checks again."""
+    late = tmp_path / "late.env"
+    config = write_config(
+        tmp_path,
+        f"""
+[agents.agent_ok]
+argv = ["/bin/true"]
+[environments.env_ok]
+cwd = "{tmp_path}"
+[environments.env_gone]
+cwd = "{tmp_path / "gone"}"
+[vaults.vlt_late]
+env_file = "{late}"
+""",
+    )
+    with started(tmp_path, config) as daemon:
+        warned = events(daemon, "declaration_unusable")
+        assert {(w["level"], w["key"]) for w in warned} == {
+            ("warning", "environments.env_gone.cwd"),
+            ("warning", "vaults.vlt_late.env_file"),
+        }
+        assert f"cannot read its env_file {late}" in next(
+            w["problem"] for w in warned if w["key"] == "vaults.vlt_late.env_file"
+        )
+        status, created = daemon.request("POST", "/v1/deployments", body(vault_ids=["vlt_late"]))
+        assert status == 200, created
+
+        late.write_text("TOKEN=now-here\n")
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for_events(daemon, "daemon_reloaded", 1)
+        warned = events(daemon, "declaration_unusable")
+        assert [w["key"] for w in warned[2:]] == ["environments.env_gone.cwd"]
+        status, run = daemon.request("POST", f"/v1/deployments/{created['id']}/run")
+        assert status == 200, run
+        assert run["error"] is None, run
 
 
 # --- undeclared vaults are a 400 at create and update --------------------------------------------

@@ -31,6 +31,7 @@ from agentcron.config import Config, load_config
 from agentcron.errors import AgentcronError, ConfigError
 from agentcron.journal import Journal
 from agentcron.launchers import create_launcher
+from agentcron.launchers.command_checks import declaration_problems
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
 from agentcron.scheduler import Scheduler
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the configuration, print the effective settings and exit (0 ok, 2 invalid)",
+        help="validate the configuration (and the programs, directories and env-files it names), "
+        "print the effective settings and exit (0 ok, 2 invalid)",
     )
     parser.add_argument("--state-dir", help="override [daemon] state_dir")
     parser.add_argument("--socket", help="override [daemon] socket")
@@ -204,7 +206,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload(read_config, launcher)
+                        reload(read_config, launcher, environ)
                         continue
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     notifier.stopping()
@@ -229,10 +231,11 @@ async def run_daemon(
     log.info("daemon_stopped")
 
 
-def reload(read: Callable[[], Config], launcher: object) -> None:
+def reload(read: Callable[[], Config], launcher: object, environ: Mapping[str, str]) -> None:
     """SIGHUP: re-read the config; apply launcher declarations and the log level.
 
-    An invalid file is logged and ignored: the daemon keeps its current settings.
+    An invalid file is logged and ignored: the daemon keeps its current settings. Declarations
+    that would fail at fire time are applied and logged as warnings (``warn_unusable``).
     """
     try:
         config = read()
@@ -240,6 +243,7 @@ def reload(read: Callable[[], Config], launcher: object) -> None:
         log.error("reload_failed", problems=exc.problems)
         return
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    warn_unusable(config, environ)
     apply = getattr(launcher, "reload", None)
     if callable(apply):
         apply(config.declarations)
@@ -250,6 +254,13 @@ def reload(read: Callable[[], Config], launcher: object) -> None:
         environments=sorted(config.declarations.environments),
         vaults=sorted(config.declarations.vaults),
     )
+
+
+def warn_unusable(config: Config, environ: Mapping[str, str]) -> None:
+    """Log, one warning each, the declarations that would fail at fire time."""
+    for problem in declaration_problems(config, environ):
+        key, _, message = problem.partition(": ")
+        log.warning("declaration_unusable", key=key, problem=message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,9 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
+        problems = declaration_problems(config, environ)
+        if problems:
+            print("agentcrond: the configuration names what sessions cannot use:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         print(json.dumps(effective_settings(config), indent=2))
         return EXIT_OK
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    warn_unusable(config, environ)
     notifier = Notifier(environ)
     try:
         anyio.run(

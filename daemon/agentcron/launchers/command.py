@@ -87,6 +87,31 @@ def parse_env_file(text: str) -> dict[str, str]:
     return values
 
 
+class VaultFileError(ValueError):
+    """A vault's env-file cannot be used; the message names the file, never its content."""
+
+
+def read_vault_file(path: Path) -> dict[str, str]:
+    """Read and parse a vault's env-file (``parse_env_file``).
+
+    Raises ``VaultFileError`` when it cannot be read, is not UTF-8 or is not an env-file: the
+    same check at fire time (``vault_not_found``) and in ``agentcrond --check-config``.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise VaultFileError(
+            f"cannot read its env_file {path}: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    except UnicodeDecodeError:
+        # ``from None``: the decode error carries the file's bytes.
+        raise VaultFileError(f"its env_file {path} is not UTF-8 text") from None
+    try:
+        return parse_env_file(text)
+    except EnvFileError as exc:
+        raise VaultFileError(f"its env_file {path} is invalid: {exc}") from exc
+
+
 def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The part of the daemon's environment every session inherits (see the module doc)."""
     base = {"PATH": environ.get("PATH") or DEFAULT_PATH}
@@ -367,25 +392,10 @@ class CommandLauncher:
             if vault.archived:
                 raise LaunchFailure(RunErrorType.VAULT_ARCHIVED, f"vault `{vault_id}` is archived")
             try:
-                text = vault.env_file.read_bytes().decode("utf-8")
-            except OSError as exc:
+                merged.update(read_vault_file(vault.env_file))
+            except VaultFileError as exc:
                 raise LaunchFailure(
-                    RunErrorType.VAULT_NOT_FOUND,
-                    f"vault `{vault_id}`: cannot read its env_file {vault.env_file}: "
-                    f"{exc.strerror or type(exc).__name__}",
-                ) from exc
-            except UnicodeDecodeError:
-                # ``from None``: the decode error carries the file's bytes.
-                raise LaunchFailure(
-                    RunErrorType.VAULT_NOT_FOUND,
-                    f"vault `{vault_id}`: its env_file {vault.env_file} is not UTF-8 text",
-                ) from None
-            try:
-                merged.update(parse_env_file(text))
-            except EnvFileError as exc:
-                raise LaunchFailure(
-                    RunErrorType.VAULT_NOT_FOUND,
-                    f"vault `{vault_id}`: its env_file {vault.env_file} is invalid: {exc}",
+                    RunErrorType.VAULT_NOT_FOUND, f"vault `{vault_id}`: {exc}"
                 ) from exc
         return merged
 
