@@ -3,6 +3,7 @@
 - ``agentcrond --check-config`` finds the programs, directories and env-files a fire would fail
   on; the daemon warns about them at start and on SIGHUP but still starts.
 - Undeclared (or archived) vaults are a 400 at create and update, like agents and environments.
+- A failed run is a warning in the log, with its error type.
 - A deployment name has a length limit.
 """
 
@@ -14,20 +15,25 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
 import pytest
+from structlog.testing import capture_logs
 
 from agentcron.errors import InvalidRequest, ServiceUnavailable
 from agentcron.journal import Journal
 from agentcron.launchers import ManagedAgentsLauncher
+from agentcron.scheduler import Scheduler
 from agentcron.service import DeploymentService
 from tests.api_harness import ApiServer, deployment_body
 from tests.daemon_harness import DaemonProcess
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, RecordingLauncher
 from tests.hosted_api import Fault, HostedApi
 
 EVENTS = [{"type": "user.message", "content": [{"type": "text", "text": "Say hello."}]}]
@@ -337,6 +343,61 @@ async def test_the_hosted_launcher_looks_up_vaults_at_create(
             assert len(hosted.requests_to("GET", "/v1/vaults/")) == 5
     finally:
         await journal.close()
+
+
+# --- a failed run is a warning -------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    clock: FakeClock
+    launcher: RecordingLauncher
+    service: DeploymentService
+    scheduler: Scheduler
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+        await self.scheduler.idle()
+
+
+@asynccontextmanager
+async def rig(path: Path, launcher: RecordingLauncher) -> AsyncIterator[Rig]:
+    """A journal file, the service and a running scheduler on a fake clock at 12:00:00."""
+    journal = await Journal.open(path)
+    try:
+        clock = FakeClock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+        service = DeploymentService(journal, launcher, clock)
+        scheduler = Scheduler(
+            journal=journal,
+            service=service,
+            launcher=launcher,
+            clock=clock,
+            max_jitter=0.0,
+            max_sleep=3600.0,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.run)
+            await scheduler.idle()
+            yield Rig(clock, launcher, service, scheduler)
+            tg.cancel_scope.cancel()
+    finally:
+        await journal.close()
+
+
+async def test_a_failed_run_is_logged_as_a_warning_with_its_error_type(tmp_path: Path) -> None:
+    launcher = RecordingLauncher()
+    async with rig(tmp_path / "journal.db", launcher) as r:
+        deployment = await r.service.create(deployment_body(schedule=None))
+        with capture_logs() as logs:
+            await r.scheduler.run_manual(deployment.id)
+            launcher.fail_with = "environment_archived"
+            await r.scheduler.run_manual(deployment.id)
+    fired = [line for line in logs if line["event"] == "run_fired"]
+    assert [(line["log_level"], line.get("error_type")) for line in fired] == [
+        ("info", None),
+        ("warning", "environment_archived"),
+    ]
+    assert fired[1]["error_message"] == "scripted failure: environment_archived"
 
 
 # --- names have a length limit -------------------------------------------------------------------
