@@ -4,6 +4,7 @@
   on; the daemon warns about them at start and on SIGHUP but still starts.
 - Undeclared (or archived) vaults are a 400 at create and update, like agents and environments.
 - A failed run is a warning in the log, with its error type.
+- ``/v1/health`` and ``agentcron status`` say ``degraded``, with the reason.
 - A deployment name has a length limit.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,9 +29,12 @@ import anyio.abc
 import pytest
 from structlog.testing import capture_logs
 
-from agentcron.errors import InvalidRequest, ServiceUnavailable
+from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
+from agentcron.health import RECENT_SCHEDULED_RUNS, ReasonType
 from agentcron.journal import Journal
+from agentcron.launcher import SessionRequest
 from agentcron.launchers import ManagedAgentsLauncher
+from agentcron.models import AgentRef
 from agentcron.scheduler import Scheduler
 from agentcron.service import DeploymentService
 from tests.api_harness import ApiServer, deployment_body
@@ -398,6 +404,150 @@ async def test_a_failed_run_is_logged_as_a_warning_with_its_error_type(tmp_path:
         ("warning", "environment_archived"),
     ]
     assert fired[1]["error_message"] == "scripted failure: environment_archived"
+
+
+# --- health says degraded, with the reason -------------------------------------------------------
+
+
+async def test_health_is_degraded_once_the_last_scheduled_runs_all_failed(tmp_path: Path) -> None:
+    """Five failed scheduled runs in a row (of deployments that still fire) say degraded; a
+    pause, or one successful scheduled run, says ok again. Manual runs do not count."""
+    launcher = RecordingLauncher(fail_with="service_unavailable")
+    async with rig(tmp_path / "journal.db", launcher) as r:
+        every_minute = {"type": "cron", "expression": "* * * * *", "timezone": "UTC"}
+        deployment = await r.service.create(deployment_body(schedule=every_minute))
+        for _ in range(RECENT_SCHEDULED_RUNS - 1):
+            await r.advance(60)
+            await r.scheduler.run_manual(deployment.id)
+        assert await r.service.degraded_reasons() == []
+        await r.advance(60)
+        [reason] = await r.service.degraded_reasons()
+        assert reason.type is ReasonType.SCHEDULED_RUNS_FAILING
+        assert reason.message == "the last 5 scheduled runs all failed (service_unavailable x5)"
+
+        await r.service.pause(deployment.id)
+        assert await r.service.degraded_reasons() == []
+        await r.service.unpause(deployment.id)
+        assert len(await r.service.degraded_reasons()) == 1
+        launcher.fail_with = None
+        await r.advance(60)
+        assert await r.service.degraded_reasons() == []
+
+
+async def test_the_hosted_launcher_is_unavailable_until_a_session_is_created(
+    hosted: HostedApi,
+) -> None:
+    request = SessionRequest(
+        deployment_id="depl_1",
+        run_id="drun_1",
+        agent=AgentRef(id="agent_a", version=2),
+        environment_id="env_a",
+        initial_events=EVENTS,
+    )
+    async with ManagedAgentsLauncher(
+        base_url=hosted.base_url, api_key=hosted.api_key, timeout=2.0
+    ) as launcher:
+        assert launcher.unavailable_reason() is None
+        hosted.session_fault = Fault.UNAVAILABLE
+        with pytest.raises(LaunchFailure):
+            await launcher.create_session(request)
+        reason = launcher.unavailable_reason()
+        assert reason is not None
+        assert reason.startswith("the hosted API answered 503 to session creation")
+        assert hosted.api_key not in reason
+        hosted.session_fault = Fault.RATE_LIMITED
+        with pytest.raises(LaunchFailure):
+            await launcher.create_session(request)
+        assert launcher.unavailable_reason() == reason, "a 429 says nothing new about it"
+        hosted.session_fault = None
+        await launcher.create_session(request)
+        assert launcher.unavailable_reason() is None
+
+
+def status_of(daemon: DaemonProcess) -> tuple[dict[str, Any], str]:
+    """``/v1/health`` and what ``agentcron status`` prints."""
+    status, health = daemon.request("GET", "/v1/health")
+    assert status == 200, health
+    shown = subprocess.run(
+        [sys.executable, "-m", "agentcron", "status", "--socket", str(daemon.socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return health, shown.stdout
+
+
+def daemon_declarations(directory: Path) -> str:
+    return f"""
+[agents.agent_ok]
+argv = ["/bin/true"]
+[environments.env_ok]
+cwd = "{directory}"
+"""
+
+
+def test_health_is_degraded_while_session_logs_cannot_be_created(tmp_path: Path) -> None:
+    """The command launcher cannot start any session: ``launcher_unavailable`` until one starts."""
+    config = write_config(tmp_path, daemon_declarations(tmp_path))
+    sessions = tmp_path / "state" / "sessions"
+    sessions.parent.mkdir()
+    sessions.write_text("a file where the session logs' directory should be\n")
+    with started(tmp_path, config) as daemon:
+        health, shown = status_of(daemon)
+        assert (health["status"], health["reasons"]) == ("ok", [])
+        status, created = daemon.request("POST", "/v1/deployments", body())
+        assert status == 200, created
+        status, run = daemon.request("POST", f"/v1/deployments/{created['id']}/run")
+        assert run["error"]["type"] == "service_unavailable", run
+
+        health, shown = status_of(daemon)
+        assert health["status"] == "degraded"
+        [reason] = health["reasons"]
+        assert reason["type"] == "launcher_unavailable"
+        assert reason["message"].startswith(
+            f"the launcher cannot start sessions: cannot create the session log in {sessions}"
+        )
+        assert "(degraded)" in shown.splitlines()[0]
+        assert f"degraded:     launcher_unavailable: {reason['message']}" in shown
+
+        sessions.unlink()
+        status, run = daemon.request("POST", f"/v1/deployments/{created['id']}/run")
+        assert run["error"] is None, run
+        health, shown = status_of(daemon)
+        assert (health["status"], health["reasons"]) == ("ok", [])
+        assert "(ok)" in shown.splitlines()[0]
+        assert "degraded:" not in shown
+
+
+def test_health_is_degraded_while_the_journal_cannot_be_written(tmp_path: Path) -> None:
+    """Another process holding the journal's write lock: writes answer 503 and health says
+    ``journal_writes_failing`` until a write commits again."""
+    config = write_config(tmp_path, daemon_declarations(tmp_path))
+    with started(tmp_path, config) as daemon:
+        holder = sqlite3.connect(tmp_path / "state" / "journal.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            status, refused = daemon.request("POST", "/v1/deployments", body())
+            assert status == 503, refused
+            health, shown = status_of(daemon)
+            assert health["status"] == "degraded"
+            assert health["reasons"] == [
+                {
+                    "type": "journal_writes_failing",
+                    "message": "the journal cannot be written: journal unavailable: the "
+                    "database is locked by another process (SQLITE_BUSY)",
+                }
+            ]
+            assert "degraded:     journal_writes_failing: " in shown
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        status, created = daemon.request("POST", "/v1/deployments", body())
+        assert status == 200, created
+        health, _ = status_of(daemon)
+        assert (health["status"], health["reasons"]) == ("ok", [])
 
 
 # --- names have a length limit -------------------------------------------------------------------

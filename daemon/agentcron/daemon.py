@@ -29,6 +29,7 @@ from agentcron.api.socket import bind_control_socket, serve
 from agentcron.clock import SystemClock
 from agentcron.config import Config, load_config
 from agentcron.errors import AgentcronError, ConfigError
+from agentcron.health import Reason
 from agentcron.journal import Journal
 from agentcron.launchers import create_launcher
 from agentcron.launchers.command_checks import declaration_problems
@@ -132,12 +133,19 @@ class StateLock:
             self._handle = None
 
 
-def _status_line(service_counts: Mapping[str, int], health: Mapping[str, Any]) -> str:
+def _status_line(
+    service_counts: Mapping[str, int],
+    health: Mapping[str, Any],
+    reasons: Sequence[Reason] = (),
+) -> str:
     next_fire = health.get("next_fire_at") or "none"
-    return (
+    line = (
         f"{service_counts.get('active', 0)} active, {service_counts.get('paused', 0)} paused "
         f"deployments; next fire {next_fire}"
     )
+    if reasons:
+        line += "; degraded: " + "; ".join(reason.message for reason in reasons)
+    return line
 
 
 async def run_daemon(
@@ -197,7 +205,8 @@ async def run_daemon(
 
         async def keep_status_current() -> None:
             while True:
-                notifier.status(_status_line(await service.counts(), scheduler.health()))
+                counts, reasons = await service.counts(), await service.degraded_reasons()
+                notifier.status(_status_line(counts, scheduler.health(), reasons))
                 await anyio.sleep(STATUS_INTERVAL)
 
         async def handle_signals(scope: anyio.CancelScope) -> None:

@@ -177,6 +177,12 @@ class Journal(JournalQueries):
         """Write operations committed since open."""
         return self._writer.ops
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes are failing right now (disk full, I/O error, a lock), or ``None`` once
+        the latest write transaction committed."""
+        return self._writer.write_failure
+
     async def _submit(self, op: Any) -> Any:
         try:
             return await self._writer.submit(op)

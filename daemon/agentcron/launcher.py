@@ -2,8 +2,9 @@
 
 Implementations live in ``agentcron.launchers`` (``command`` runs a local program,
 ``managed_agents`` calls the hosted API). The scheduler and the deployment service only ever
-see this Protocol, plus an optional ability a launcher may have: ``ChecksVaults`` (vault ids
-are checked when a deployment is created or updated).
+see this Protocol, plus two optional abilities a launcher may have: ``ChecksVaults`` (vault ids
+are checked when a deployment is created or updated) and ``ReportsAvailability`` (the daemon's
+health says when no session can be started).
 """
 
 from __future__ import annotations
@@ -119,4 +120,15 @@ class ChecksVaults(Protocol):
 
         A vault removed later is still found at fire time (``vault_not_found``).
         """
+        ...
+
+
+@runtime_checkable
+class ReportsAvailability(Protocol):
+    """A launcher that knows when it cannot start sessions at all (for ``/v1/health``)."""
+
+    def unavailable_reason(self) -> str | None:
+        """Why its latest session creation failed for a cause every session shares (the
+        session log cannot be created, the hosted API is unreachable or refuses the key), or
+        ``None`` once a session was created since. Cheap: no I/O."""
         ...

@@ -23,6 +23,7 @@ import structlog
 from agentcron import ids
 from agentcron.clock import Clock
 from agentcron.errors import Conflict, InvalidRequest, NotFound
+from agentcron.health import Reason, check_health
 from agentcron.journal import Journal
 from agentcron.journal_queries import DeploymentFilter, RunFilter
 from agentcron.launcher import ChecksVaults, Launcher
@@ -243,6 +244,10 @@ class DeploymentService:
     async def counts(self) -> dict[str, int]:
         """``active``, ``paused``, ``archived``, ``scheduled`` deployments and ``runs``."""
         return await self._journal.counts()
+
+    async def degraded_reasons(self) -> Sequence[Reason]:
+        """Why the daemon is degraded right now; empty when it is ok (``agentcron.health``)."""
+        return await check_health(self._journal, self._launcher)
 
     # --- runs --------------------------------------------------------------------------------
 

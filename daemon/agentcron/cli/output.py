@@ -160,4 +160,6 @@ def health_text(health: Mapping[str, Any], socket_path: str) -> str:
         f"in flight {scheduler.get('in_flight', 0)})",
         "failed:       " + (", ".join(f"{k} {v}" for k, v in failed.items()) or "none"),
     ]
+    for reason in health.get("reasons") or []:
+        lines.append(f"degraded:     {reason.get('type')}: {reason.get('message')}")
     return "\n".join(lines)

@@ -184,6 +184,7 @@ class CommandLauncher:
         self._active = 0  # reserved or running children, the number the cap applies to
         self._running: dict[str, _LocalSession] = {}
         self._sessions_dir_ready = False
+        self._unavailable: str | None = None  # why no session can start, until one does
 
     async def __aenter__(self) -> CommandLauncher:
         task_group = anyio.create_task_group()
@@ -258,6 +259,10 @@ class CommandLauncher:
                 raise InvalidRequest(
                     f"vault_ids[{index}]: vault {vault_id!r} {state}; {_listing('vaults', usable)}"
                 )
+
+    def unavailable_reason(self) -> str | None:
+        """Set while session logs cannot be created (``ReportsAvailability``)."""
+        return self._unavailable
 
     async def create_session(self, request: SessionRequest) -> str:
         if self._task_group is None or self._spawner is None or self._closing:
@@ -425,7 +430,7 @@ class CommandLauncher:
                 self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._sessions_dir.chmod(0o700)
                 self._sessions_dir_ready = True
-            return await spawner.spawn(
+            pid = await spawner.spawn(
                 argv=agent.argv,
                 cwd=None if environment.cwd is None else str(environment.cwd),
                 env=env,
@@ -442,12 +447,14 @@ class CommandLauncher:
             raise LaunchFailure(
                 RunErrorType.SERVICE_UNAVAILABLE, f"cannot start agent `{agent.id}`: {exc.reason}"
             ) from None
+        self._unavailable = None
+        return pid
 
     def _log_failure(self, reason: str) -> LaunchFailure:
-        return LaunchFailure(
-            RunErrorType.SERVICE_UNAVAILABLE,
-            f"cannot create the session log in {self._sessions_dir}: {reason}",
-        )
+        """A session log cannot be created: no session of any agent can start."""
+        message = f"cannot create the session log in {self._sessions_dir}: {reason}"
+        self._unavailable = message
+        return LaunchFailure(RunErrorType.SERVICE_UNAVAILABLE, message)
 
     # -- the life of a child (called by ``_LocalSession`` from the event loop) -------------
 

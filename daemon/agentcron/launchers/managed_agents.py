@@ -51,6 +51,7 @@ __all__ = ["ANTHROPIC_VERSION", "MANAGED_AGENTS_BETA", "ManagedAgentsLauncher", 
 ANTHROPIC_VERSION = "2023-06-01"
 MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
 _MESSAGE_LIMIT = 500
+_REFUSES_EVERY_SESSION = frozenset({401, 403, 408})  # the key, the account, the connection
 
 
 class _Unreachable(Exception):
@@ -100,6 +101,7 @@ class ManagedAgentsLauncher:
         self._timeout = timeout
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._unavailable: str | None = None  # why the latest creation failed for every session
 
     async def __aenter__(self) -> ManagedAgentsLauncher:
         self._client()
@@ -141,9 +143,14 @@ class ManagedAgentsLauncher:
         try:
             reply = await self._request("POST", "/v1/sessions", data=payload)
         except _Unreachable as exc:
-            raise LaunchFailure(
-                RunErrorType.SERVICE_UNAVAILABLE, f"session creation failed: {exc}"
-            ) from exc
+            self._unavailable = f"session creation failed: {exc}"
+            raise LaunchFailure(RunErrorType.SERVICE_UNAVAILABLE, self._unavailable) from exc
+        if reply.status >= 500 or reply.status in _REFUSES_EVERY_SESSION:
+            self._unavailable = (
+                f"the hosted API answered {reply.status} to session creation: {self._clean(reply)}"
+            )
+        elif reply.ok:
+            self._unavailable = None
         if reply.ok:
             session_id = reply.body.get("id") if isinstance(reply.body, dict) else None
             if not isinstance(session_id, str) or not session_id:
@@ -222,6 +229,11 @@ class ManagedAgentsLauncher:
                 raise InvalidRequest(f"vault_ids[{index}]: vault {vault_id!r} does not exist")
             if isinstance(reply.body, dict) and reply.body.get("archived_at"):
                 raise InvalidRequest(f"vault_ids[{index}]: vault {vault_id!r} is archived")
+
+    def unavailable_reason(self) -> str | None:
+        """Set while the hosted API cannot be reached, answers 5xx, or refuses the key
+        (``ReportsAvailability``); cleared by the next session created."""
+        return self._unavailable
 
     # -- helpers ---------------------------------------------------------------------------
 
