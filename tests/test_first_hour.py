@@ -5,6 +5,7 @@
 - Undeclared (or archived) vaults are a 400 at create and update, like agents and environments.
 - A failed run is a warning in the log, with its error type.
 - ``/v1/health`` and ``agentcron status`` say ``degraded``, with the reason.
+- ``deployments list`` shows ``paused`` for a paused deployment instead of a next run.
 - A deployment name has a length limit.
 """
 
@@ -27,13 +28,16 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from agentcron.cli import main as cli_main
 from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
 from agentcron.health import RECENT_SCHEDULED_RUNS, ReasonType
 from agentcron.journal import Journal
 from agentcron.launcher import SessionRequest
 from agentcron.launchers import ManagedAgentsLauncher
+from agentcron.logs import configure_logging
 from agentcron.models import AgentRef
 from agentcron.scheduler import Scheduler
 from agentcron.service import DeploymentService
@@ -548,6 +552,40 @@ def test_health_is_degraded_while_the_journal_cannot_be_written(tmp_path: Path) 
         assert status == 200, created
         health, _ = status_of(daemon)
         assert (health["status"], health["reasons"]) == ("ok", [])
+
+
+# --- a paused deployment shows paused, not a next run --------------------------------------------
+
+
+@pytest.fixture
+def quiet_logs() -> Iterator[None]:
+    """The API under test shares this process: keep its log lines out of the CLI's output."""
+    configure_logging("warning", "json")
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("quiet_logs")
+def test_deployments_list_shows_paused_instead_of_a_next_run(
+    api_server: ApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    http = api_server.http()
+    paused = http.post("/v1/deployments", json=deployment_body(name="paused one")).json()
+    http.post(f"/v1/deployments/{paused['id']}/pause")
+    active = http.post("/v1/deployments", json=deployment_body(name="active one")).json()
+    manual = http.post("/v1/deployments", json=deployment_body(name="manual", schedule=None))
+    assert manual.status_code == 200
+
+    code = cli_main(["deployments", "list", "--socket", str(api_server.socket_path)])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    header, *rows = out.splitlines()
+    column = header.index("NEXT RUN (UTC)")
+    next_runs = {row.split()[0]: row[column:].split()[0] for row in rows}
+    assert next_runs[paused["id"]] == "paused"
+    assert next_runs[active["id"]] == active["schedule"]["upcoming_runs_at"][0]
+    assert next_runs[manual.json()["id"]] == "-"
 
 
 # --- names have a length limit -------------------------------------------------------------------
