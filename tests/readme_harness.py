@@ -90,6 +90,11 @@ def _default_socket_to_ourselves() -> Iterator[Path]:
         os.close(directory)
 
 
+def activate_venv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put this interpreter's ``bin`` directory (``agentcron``) first on ``PATH``."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuickStart:
     daemon: DaemonProcess
@@ -105,7 +110,7 @@ def quick_start_daemon(
     for name in ("AGENTCRON_SOCKET", "RUNTIME_DIRECTORY", "STATE_DIRECTORY", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(directory / "state-home"))
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    activate_venv(monkeypatch)
     extra_args: list[str] = []
     with contextlib.ExitStack() as stack:
         if setup is SocketSetup.XDG_SET:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_harness import SocketSetup, quick_start_daemon, readme_blocks
+from tests.readme_harness import SocketSetup, activate_venv, quick_start_daemon, readme_blocks
 
 SECTION = "## Control API with curl"
 
@@ -68,6 +68,7 @@ def test_readme_curl_block_without_a_daemon_says_so_without_a_traceback(
     """Run line by line, as pasted into a shell: every failure is one plain line."""
     socket_path = tmp_path / "nobody" / "control.sock"
     monkeypatch.setenv("AGENTCRON_SOCKET", str(socket_path))
+    activate_venv(monkeypatch)
     result = run_script(readme_curl_script(), strict=False)
     assert "Traceback" not in result.stderr, result.stderr
     assert f"no daemon socket at {socket_path}" in result.stderr
