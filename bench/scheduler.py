@@ -97,6 +97,12 @@ class InstantLauncher:
             self.all_called.set()
         return ids.new_id(ids.SESSION)
 
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Every vault is fine here."""
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
     def reload(self, declarations: Declarations) -> None:
         """Nothing declared locally."""
 

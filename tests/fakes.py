@@ -6,7 +6,7 @@ implement the project's Protocols and are never used by the daemon itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -145,6 +145,12 @@ class RecordingLauncher:
             if self._arrived is None:
                 self._arrived = anyio.Event()
             await self._arrived.wait()
+
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Every vault is fine here."""
+
+    def unavailable_reason(self) -> str | None:
+        return None
 
     def reload(self, declarations: Declarations) -> None:
         """Nothing declared locally."""

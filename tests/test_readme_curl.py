@@ -1,44 +1,48 @@
-"""The README's `curl --unix-socket` examples run, unchanged, against a real daemon socket."""
+"""The README's `curl --unix-socket` block runs, as written, against the quick start's daemon,
+however the user's shell finds the socket; without a daemon it fails in plain words."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.api_harness import running_api
-from tests.fakes import RecordingLauncher
+from tests.readme_harness import SocketSetup, activate_venv, quick_start_daemon, readme_blocks
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Control API with curl"
 
 
 def readme_curl_script() -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index(SECTION) :]
-    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "the curl section has no ```sh block"
-    return match.group(1)
+    [script] = readme_blocks(SECTION, "sh")
+    return script
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_readme_curl_examples_work(tmp_path: Path) -> None:
-    launcher = RecordingLauncher(agents={"agent_hello": 1}, environments=frozenset({"env_local"}))
-    with running_api(tmp_path / "state", launcher=launcher) as server:
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", readme_curl_script()],
-            env={**os.environ, "AGENTCRON_SOCKET": str(server.socket_path)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+def run_script(script: str, *, strict: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with bash in this process's environment (what the user's shell has)."""
+    flags = ["-euo", "pipefail"] if strict else []
+    return subprocess.run(
+        ["bash", *flags, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+@pytest.mark.parametrize("setup", list(SocketSetup), ids=[s.value for s in SocketSetup])
+def test_readme_curl_examples_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: SocketSetup
+) -> None:
+    with quick_start_daemon(tmp_path, monkeypatch, setup) as quick_start:
+        result = run_script(readme_curl_script())
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
     outputs = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     health, got, page, updated, paused, run, runs, archived, conflict = outputs
     assert health["status"] == "ok"
@@ -49,8 +53,23 @@ def test_readme_curl_examples_work(tmp_path: Path) -> None:
     assert updated["metadata"] == {}
     assert paused["status"] == "paused"
     assert run["type"] == "deployment_run"
-    assert run["session_id"] == launcher.session_ids[0]
+    assert run["error"] is None, run
+    assert run["session_id"].startswith("sesn_")
+    assert (quick_start.state_dir / "sessions" / f"{run['session_id']}.log").exists()
     assert [r["id"] for r in runs["data"]] == [run["id"]]
     assert archived["archived_at"] is not None
     assert conflict["type"] == "error"
     assert conflict["error"]["type"] == "invalid_request_error"
+
+
+def test_readme_curl_block_without_a_daemon_says_so_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run line by line, as pasted into a shell: every failure is one plain line."""
+    socket_path = tmp_path / "nobody" / "control.sock"
+    monkeypatch.setenv("AGENTCRON_SOCKET", str(socket_path))
+    activate_venv(monkeypatch)
+    result = run_script(readme_curl_script(), strict=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"no daemon socket at {socket_path}" in result.stderr
+    assert "field: no 'id' in the response" in result.stderr

@@ -33,9 +33,11 @@ from agentcron.clock import Clock, SystemClock
 from agentcron.config import Config, load_config
 from agentcron.errors import AgentcronError, ConfigError, StartupError
 from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from agentcron.health import Reason
 from agentcron.journal import Journal, SqliteJournal
 from agentcron.launchers import create_launcher
 from agentcron.launchers.base import Launcher
+from agentcron.launchers.command_checks import declaration_problems
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
 from agentcron.runtime.copies import DeploymentCopies
@@ -123,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the configuration, print the effective settings and exit (0 ok, 2 invalid)",
+        help="validate the configuration (and the programs, directories and env-files it names), "
+        "print the effective settings and exit (0 ok, 2 invalid)",
     )
     parser.add_argument("--state-dir", help="override [daemon] state_dir")
     parser.add_argument("--socket", help="override [daemon] socket")
@@ -199,12 +202,19 @@ class StateLock:
             self._handle = None
 
 
-def _status_line(service_counts: Mapping[str, int], health: Mapping[str, Any]) -> str:
+def _status_line(
+    service_counts: Mapping[str, int],
+    health: Mapping[str, Any],
+    reasons: Sequence[Reason] = (),
+) -> str:
     next_fire = health.get("next_fire_at") or "none"
-    return (
+    line = (
         f"{service_counts.get('active', 0)} active, {service_counts.get('paused', 0)} paused "
         f"deployments; next fire {next_fire}"
     )
+    if reasons:
+        line += "; degraded: " + "; ".join(reason.message for reason in reasons)
+    return line
 
 
 async def run_daemon(
@@ -264,7 +274,8 @@ async def run_daemon(
 
         async def keep_status_current() -> None:
             while True:
-                notifier.status(_status_line(await service.counts(), scheduler.health()))
+                counts, reasons = await service.counts(), await service.degraded_reasons()
+                notifier.status(_status_line(counts, scheduler.health(), reasons))
                 await anyio.sleep(STATUS_INTERVAL)
 
         async def handle_signals(scope: anyio.CancelScope) -> None:
@@ -273,7 +284,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload(read_config, launcher)
+                        reload(read_config, launcher, environ)
                         continue
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     notifier.stopping()
@@ -298,10 +309,11 @@ async def run_daemon(
     log.info("daemon_stopped")
 
 
-def reload(read: Callable[[], Config], launcher: Launcher) -> None:
+def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str, str]) -> None:
     """SIGHUP: re-read the config; apply launcher declarations and the log level.
 
-    An invalid file is logged and ignored: the daemon keeps its current settings.
+    An invalid file is logged and ignored: the daemon keeps its current settings. Declarations
+    that would fail at fire time are applied and logged as warnings (``warn_unusable``).
     """
     try:
         config = read()
@@ -309,6 +321,7 @@ def reload(read: Callable[[], Config], launcher: Launcher) -> None:
         log.error("reload_failed", problems=exc.problems)
         return
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    warn_unusable(config, environ)
     launcher.reload(config.declarations)
     log.info(
         "daemon_reloaded",
@@ -317,6 +330,13 @@ def reload(read: Callable[[], Config], launcher: Launcher) -> None:
         environments=sorted(config.declarations.environments),
         vaults=sorted(config.declarations.vaults),
     )
+
+
+def warn_unusable(config: Config, environ: Mapping[str, str]) -> None:
+    """Log, one warning each, the declarations that would fail at fire time."""
+    for problem in declaration_problems(config, environ):
+        key, _, message = problem.partition(": ")
+        log.warning("declaration_unusable", key=key, problem=message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,9 +350,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
+        problems = declaration_problems(config, environ)
+        if problems:
+            print("agentcrond: the configuration names what sessions cannot use:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
         print(json.dumps(effective_settings(config), indent=2))
         return EXIT_OK
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    warn_unusable(config, environ)
     notifier = Notifier(environ)
     try:
         anyio.run(

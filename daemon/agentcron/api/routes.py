@@ -172,9 +172,11 @@ async def get_run(request: web.Request) -> web.Response:
 @routes.get("/v1/health")
 async def health(request: web.Request) -> web.Response:
     app = request.app
+    reasons = await app[SERVICE].degraded_reasons()
     return json_response(
         {
-            "status": "ok",
+            "status": "degraded" if reasons else "ok",
+            "reasons": [reason.to_wire() for reason in reasons],
             "version": __version__,
             "journal": str(app[JOURNAL_PATH]),
             "deployments": await app[SERVICE].counts(),

@@ -49,8 +49,14 @@ def schedule_text(deployment: Mapping[str, Any]) -> str:
 
 
 def next_fire_text(deployment: Mapping[str, Any]) -> str:
+    """When it fires next; ``paused`` while paused (the API still lists the upcoming instants,
+    but none fires until it is unpaused); ``-`` when archived or manual-only."""
     schedule = deployment.get("schedule")
-    if isinstance(schedule, dict) and schedule.get("upcoming_runs_at"):
+    if not isinstance(schedule, dict) or deployment.get("archived_at"):
+        return "-"
+    if deployment.get("status") == "paused":
+        return "paused"
+    if schedule.get("upcoming_runs_at"):
         return str(schedule["upcoming_runs_at"][0])
     return "-"
 
@@ -160,4 +166,6 @@ def health_text(health: Mapping[str, Any], socket_path: str) -> str:
         f"in flight {scheduler.get('in_flight', 0)})",
         "failed:       " + (", ".join(f"{k} {v}" for k, v in failed.items()) or "none"),
     ]
+    for reason in health.get("reasons") or []:
+        lines.append(f"degraded:     {reason.get('type')}: {reason.get('message')}")
     return "\n".join(lines)

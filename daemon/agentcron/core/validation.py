@@ -34,6 +34,8 @@ MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 MAX_VAULT_IDS = 50
+MAX_NAME_LENGTH = 256
+"""The hosted API documents no limit for ``name``; this one keeps names fit for a table row."""
 
 _AMOUNT = re.compile(r"[1-9][0-9]{0,17}")
 
@@ -174,6 +176,8 @@ def _body(body: object, allowed: frozenset[str]) -> Mapping[str, Any]:
 def validate_name(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest("name: must be a non-empty string")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"name: at most {MAX_NAME_LENGTH} characters, got {len(value)}")
     return value
 
 

@@ -104,6 +104,12 @@ class Journal(Protocol):
         """Write transactions committed since open (fewer than writes: group commit)."""
         ...
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes are failing right now (disk full, I/O error, lock, connection lost), or
+        ``None`` once the latest write transaction committed (for ``/v1/health``)."""
+        ...
+
     # --- runs ------------------------------------------------------------------------------
 
     async def claim_run(
@@ -141,6 +147,12 @@ class Journal(Protocol):
 
     async def get_run(self, run_id: str) -> DeploymentRun | None:
         """A completed run (open claims are not visible)."""
+        ...
+
+    async def recent_scheduled_errors(self, limit: int) -> list[str | None]:
+        """The error types (``None``: a session was created) of the latest ``limit`` completed
+        scheduled runs of deployments that still fire (scheduled, not paused, not archived),
+        newest first."""
         ...
 
     async def list_runs(

@@ -7,6 +7,7 @@ see this Protocol.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -95,11 +96,25 @@ class Launcher(Protocol):
         """Raise ``InvalidRequest`` (naming ``environment_id``) if it cannot be used."""
         ...
 
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Raise ``InvalidRequest`` naming ``vault_ids[i]`` for the first vault that does not
+        exist or is archived (``ServiceUnavailable`` when that cannot be known right now).
+
+        A vault removed later is still found at fire time (``vault_not_found``).
+        """
+        ...
+
     async def create_session(self, request: SessionRequest) -> str:
         """Create one session and return its id (``sesn_...``).
 
         Raises ``LaunchFailure`` with a run error type on every failure; never retries.
         """
+        ...
+
+    def unavailable_reason(self) -> str | None:
+        """Why the latest session creation failed for a cause every session shares (the
+        session log cannot be created, the hosted API is unreachable or refuses the key), or
+        ``None`` once a session was created since (for ``/v1/health``). Cheap: no I/O."""
         ...
 
     def reload(self, declarations: Declarations) -> None:

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -86,6 +86,31 @@ def parse_env_file(text: str) -> dict[str, str]:
             value = value[1:-1]
         values[key] = value
     return values
+
+
+class VaultFileError(ValueError):
+    """A vault's env-file cannot be used; the message names the file, never its content."""
+
+
+def read_vault_file(path: Path) -> dict[str, str]:
+    """Read and parse a vault's env-file (``parse_env_file``).
+
+    Raises ``VaultFileError`` when it cannot be read, is not UTF-8 or is not an env-file: the
+    same check at fire time (``vault_not_found``) and in ``agentcrond --check-config``.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise VaultFileError(
+            f"cannot read its env_file {path}: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    except UnicodeDecodeError:
+        # ``from None``: the decode error carries the file's bytes.
+        raise VaultFileError(f"its env_file {path} is not UTF-8 text") from None
+    try:
+        return parse_env_file(text)
+    except EnvFileError as exc:
+        raise VaultFileError(f"its env_file {path} is invalid: {exc}") from exc
 
 
 def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -160,6 +185,7 @@ class CommandLauncher:
         self._active = 0  # reserved or running children, the number the cap applies to
         self._running: dict[str, _LocalSession] = {}
         self._sessions_dir_ready = False
+        self._unavailable: str | None = None  # why no session can start, until one does
 
     async def __aenter__(self) -> CommandLauncher:
         task_group = anyio.create_task_group()
@@ -221,6 +247,23 @@ class CommandLauncher:
                 f"environment_id: environment {environment_id!r} {state}; "
                 f"{_listing('environments', usable)}"
             )
+
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Every id must name a declared vault that is not archived (its env-file is read at
+        fire time: it may appear later)."""
+        vaults = self._declarations.vaults
+        for index, vault_id in enumerate(vault_ids):
+            vault = vaults.get(vault_id)
+            if vault is None or vault.archived:
+                usable = [v.id for v in vaults.values() if not v.archived]
+                state = "is archived" if vault is not None else "is not declared"
+                raise InvalidRequest(
+                    f"vault_ids[{index}]: vault {vault_id!r} {state}; {_listing('vaults', usable)}"
+                )
+
+    def unavailable_reason(self) -> str | None:
+        """Set while session logs cannot be created (``Launcher.unavailable_reason``)."""
+        return self._unavailable
 
     async def create_session(self, request: SessionRequest) -> str:
         if self._task_group is None or self._spawner is None or self._closing:
@@ -355,25 +398,10 @@ class CommandLauncher:
             if vault.archived:
                 raise LaunchFailure(RunErrorType.VAULT_ARCHIVED, f"vault `{vault_id}` is archived")
             try:
-                text = vault.env_file.read_bytes().decode("utf-8")
-            except OSError as exc:
+                merged.update(read_vault_file(vault.env_file))
+            except VaultFileError as exc:
                 raise LaunchFailure(
-                    RunErrorType.VAULT_NOT_FOUND,
-                    f"vault `{vault_id}`: cannot read its env_file {vault.env_file}: "
-                    f"{exc.strerror or type(exc).__name__}",
-                ) from exc
-            except UnicodeDecodeError:
-                # ``from None``: the decode error carries the file's bytes.
-                raise LaunchFailure(
-                    RunErrorType.VAULT_NOT_FOUND,
-                    f"vault `{vault_id}`: its env_file {vault.env_file} is not UTF-8 text",
-                ) from None
-            try:
-                merged.update(parse_env_file(text))
-            except EnvFileError as exc:
-                raise LaunchFailure(
-                    RunErrorType.VAULT_NOT_FOUND,
-                    f"vault `{vault_id}`: its env_file {vault.env_file} is invalid: {exc}",
+                    RunErrorType.VAULT_NOT_FOUND, f"vault `{vault_id}`: {exc}"
                 ) from exc
         return merged
 
@@ -403,7 +431,7 @@ class CommandLauncher:
                 self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._sessions_dir.chmod(0o700)
                 self._sessions_dir_ready = True
-            return await spawner.spawn(
+            pid = await spawner.spawn(
                 argv=agent.argv,
                 cwd=None if environment.cwd is None else str(environment.cwd),
                 env=env,
@@ -420,12 +448,14 @@ class CommandLauncher:
             raise LaunchFailure(
                 RunErrorType.SERVICE_UNAVAILABLE, f"cannot start agent `{agent.id}`: {exc.reason}"
             ) from None
+        self._unavailable = None
+        return pid
 
     def _log_failure(self, reason: str) -> LaunchFailure:
-        return LaunchFailure(
-            RunErrorType.SERVICE_UNAVAILABLE,
-            f"cannot create the session log in {self._sessions_dir}: {reason}",
-        )
+        """A session log cannot be created: no session of any agent can start."""
+        message = f"cannot create the session log in {self._sessions_dir}: {reason}"
+        self._unavailable = message
+        return LaunchFailure(RunErrorType.SERVICE_UNAVAILABLE, message)
 
     # -- the life of a child (called by ``_LocalSession`` from the event loop) -------------
 

@@ -21,14 +21,15 @@ The causes of a 4xx are found with ``GET /v1/agents/{id}``, ``/v1/environments/{
 
 ``resolve_agent(id, None)`` pins the agent's latest version; ``resolve_agent(id, n)`` fetches
 ``?version=n`` and accepts ``n`` when ``1 <= n <= version`` of the answer. ``validate_environment``
-fetches the environment. Both answer ``InvalidRequest`` (400) when the object is missing or
-archived and ``ServiceUnavailable`` (503) when the hosted API cannot answer: a deployment is
-never accepted on a guess.
+fetches the environment, ``validate_vaults`` each vault (concurrently). All three answer
+``InvalidRequest`` (400) when the object is missing or archived and ``ServiceUnavailable``
+(503) when the hosted API cannot answer: a deployment is never accepted on a guess.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -42,7 +43,7 @@ from yarl import URL
 from agentcron import __version__
 from agentcron.config import Declarations
 from agentcron.core.models import AgentRef, RunErrorType
-from agentcron.errors import InvalidRequest, LaunchFailure, ServiceUnavailable
+from agentcron.errors import ApiError, InvalidRequest, LaunchFailure, ServiceUnavailable
 from agentcron.launchers.api_key import load_api_key
 from agentcron.launchers.base import SessionRequest
 
@@ -51,6 +52,7 @@ __all__ = ["ANTHROPIC_VERSION", "MANAGED_AGENTS_BETA", "ManagedAgentsLauncher", 
 ANTHROPIC_VERSION = "2023-06-01"
 MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
 _MESSAGE_LIMIT = 500
+_REFUSES_EVERY_SESSION = frozenset({401, 403, 408})  # the key, the account, the connection
 
 
 class _Unreachable(Exception):
@@ -100,6 +102,7 @@ class ManagedAgentsLauncher:
         self._timeout = timeout
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._unavailable: str | None = None  # why the latest creation failed for every session
 
     async def __aenter__(self) -> ManagedAgentsLauncher:
         self._client()
@@ -144,9 +147,14 @@ class ManagedAgentsLauncher:
         try:
             reply = await self._request("POST", "/v1/sessions", data=payload)
         except _Unreachable as exc:
-            raise LaunchFailure(
-                RunErrorType.SERVICE_UNAVAILABLE, f"session creation failed: {exc}"
-            ) from exc
+            self._unavailable = f"session creation failed: {exc}"
+            raise LaunchFailure(RunErrorType.SERVICE_UNAVAILABLE, self._unavailable) from exc
+        if reply.status >= 500 or reply.status in _REFUSES_EVERY_SESSION:
+            self._unavailable = (
+                f"the hosted API answered {reply.status} to session creation: {self._clean(reply)}"
+            )
+        elif reply.ok:
+            self._unavailable = None
         if reply.ok:
             session_id = reply.body.get("id") if isinstance(reply.body, dict) else None
             if not isinstance(session_id, str) or not session_id:
@@ -202,6 +210,34 @@ class ManagedAgentsLauncher:
             raise InvalidRequest(f"environment_id: {what} does not exist")
         if isinstance(reply.body, dict) and reply.body.get("archived_at"):
             raise InvalidRequest(f"environment_id: {what} is archived")
+
+    async def validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        found: dict[int, _Reply | ApiError] = {}
+
+        async def lookup(index: int, vault_id: str) -> None:
+            path = f"/v1/vaults/{_segment(vault_id)}"
+            what = f"vault {vault_id!r}"
+            try:
+                found[index] = await self._lookup_or_503(path, what, field=f"vault_ids[{index}]")
+            except ApiError as exc:  # raised below, in index order, outside the task group
+                found[index] = exc
+
+        async with anyio.create_task_group() as task_group:
+            for index, vault_id in enumerate(vault_ids):
+                task_group.start_soon(lookup, index, vault_id)
+        for index, vault_id in enumerate(vault_ids):
+            reply = found[index]
+            if isinstance(reply, ApiError):
+                raise reply
+            if reply.status == 404:
+                raise InvalidRequest(f"vault_ids[{index}]: vault {vault_id!r} does not exist")
+            if isinstance(reply.body, dict) and reply.body.get("archived_at"):
+                raise InvalidRequest(f"vault_ids[{index}]: vault {vault_id!r} is archived")
+
+    def unavailable_reason(self) -> str | None:
+        """Set while the hosted API cannot be reached, answers 5xx, or refuses the key
+        (``Launcher.unavailable_reason``); cleared by the next session created."""
+        return self._unavailable
 
     # -- helpers ---------------------------------------------------------------------------
 

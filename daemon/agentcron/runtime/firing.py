@@ -362,17 +362,23 @@ class Firing:
         lag_ms: float,
     ) -> None:
         self.stats.fired += 1
+        fields = {
+            "trigger": run.trigger_type.value,
+            "scheduled_at": format_ts(run.scheduled_at) if run.scheduled_at else None,
+            "lag_ms": lag_ms,
+        }
         if error is None:
             self.stats.succeeded += 1
-        else:
+            log.info("run_fired", **fields, outcome=session_id)
+        else:  # a failed run is a warning: it is what an operator watches the log for
             self.stats.failed[error.type] += 1
-        log.info(
-            "run_fired",
-            trigger=run.trigger_type.value,
-            scheduled_at=format_ts(run.scheduled_at) if run.scheduled_at else None,
-            lag_ms=lag_ms,
-            outcome=session_id if error is None else error.type,
-        )
+            log.warning(
+                "run_fired",
+                **fields,
+                outcome=error.type,
+                error_type=error.type,
+                error_message=error.message,
+            )
 
     async def _after_failure(self, deployment_id: str, error_type: str, *, scheduled: bool) -> None:
         """Agent gone -> archive (any trigger); ``auto_pause_on`` -> pause (scheduled only)."""

@@ -1,10 +1,10 @@
 """The deployment service: every operation on deployments and runs that the API and the
 scheduler perform, over the journal.
 
-Request bodies are validated by ``agentcron.core.validation``; agents and environments are resolved
-through the ``Launcher``. Changes to one deployment are serialised by one lock (read, decide,
-write), and after each committed change every subscribed listener is called with the new
-``Deployment`` (the scheduler re-plans from it).
+Request bodies are validated by ``agentcron.core.validation``; agents, environments and vaults
+are resolved through the ``Launcher``. Changes to one deployment are serialised by one lock
+(read, decide, write), and after each committed change every subscribed listener is called with
+the new ``Deployment`` (the deployment copies and the scheduler re-plan from it).
 
 Errors are the project's: ``InvalidRequest`` (400), ``NotFound`` (404), ``Conflict`` (409),
 ``ServiceUnavailable`` (503, from the journal).
@@ -13,7 +13,7 @@ Errors are the project's: ``InvalidRequest`` (400), ``NotFound`` (404), ``Confli
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ from agentcron.core.validation import (
     validate_update,
 )
 from agentcron.errors import Conflict, InvalidRequest, NotFound
+from agentcron.health import Reason, check_health
 from agentcron.journal import DeploymentFilter, Journal, RunFilter
 from agentcron.launchers.base import Launcher
 
@@ -86,6 +87,7 @@ class DeploymentService:
         request = validate_create(body)
         agent = await self._resolve_agent(request.agent)
         await self._launcher.validate_environment(request.environment_id)
+        await self._validate_vaults(request.vault_ids)
         async with self._lock:
             if request.schedule is not None:
                 await self._check_capacity()
@@ -158,6 +160,8 @@ class DeploymentService:
             request.environment_id != before.environment_id
         ):
             await self._launcher.validate_environment(request.environment_id)
+        if request.vault_ids is not OMITTED and request.vault_ids != before.vault_ids:
+            await self._validate_vaults(request.vault_ids)
         async with self._lock:
             current = await self._mutable(deployment_id)
             changes: dict[str, Any] = {}
@@ -246,6 +250,10 @@ class DeploymentService:
         """``active``, ``paused``, ``archived``, ``scheduled`` deployments and ``runs``."""
         return await self._journal.counts()
 
+    async def degraded_reasons(self) -> Sequence[Reason]:
+        """Why the daemon is degraded right now; empty when it is ok (``agentcron.health``)."""
+        return await check_health(self._journal, self._launcher)
+
     # --- runs --------------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> DeploymentRun:
@@ -295,6 +303,11 @@ class DeploymentService:
 
     async def _resolve_agent(self, spec: AgentSpec) -> AgentRef:
         return await self._launcher.resolve_agent(spec.id, spec.version)
+
+    async def _validate_vaults(self, vault_ids: Sequence[str]) -> None:
+        """Vault ids must exist (as the launcher sees them)."""
+        if vault_ids:
+            await self._launcher.validate_vaults(vault_ids)
 
     async def _check_capacity(self) -> None:
         scheduled = await self._journal.count_scheduled()

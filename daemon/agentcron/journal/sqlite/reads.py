@@ -35,6 +35,15 @@ SCHEDULE_ROWS_SQL = (
 )
 
 
+RECENT_SCHEDULED_ERRORS_SQL = (
+    "SELECT runs.error_type FROM runs JOIN deployments ON deployments.id = runs.deployment_id "
+    "WHERE runs.created_at IS NOT NULL AND runs.trigger_type = 'schedule' "
+    "AND deployments.archived = 0 AND deployments.paused = 0 "
+    "AND deployments.schedule_expression IS NOT NULL "
+    "ORDER BY runs.created_at DESC, runs.id DESC LIMIT ?"
+)
+
+
 def _page_clauses(
     where: list[str], params: list[Any], after: Position | None, limit: int
 ) -> tuple[str, list[Any]]:
@@ -184,6 +193,13 @@ class JournalQueries:
         }
 
     # --- runs --------------------------------------------------------------------------------
+
+    async def recent_scheduled_errors(self, limit: int) -> list[str | None]:
+        """The error types (``None``: a session was created) of the latest ``limit`` completed
+        scheduled runs of deployments that still fire (scheduled, not paused, not archived),
+        newest first; read backwards along ``runs_trigger``."""
+        rows = await self._fetch(RECENT_SCHEDULED_ERRORS_SQL, (limit,))
+        return [row[0] for row in rows]
 
     async def get_run(self, run_id: str) -> DeploymentRun | None:
         """A completed run (open claims are not visible)."""

@@ -200,6 +200,12 @@ class SqliteJournal(JournalQueries):
         """Write transactions committed since open (fewer than writes: group commit)."""
         return self._writer.transactions
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes are failing right now (disk full, I/O error, a lock), or ``None`` once
+        the latest write transaction committed."""
+        return self._writer.write_failure
+
     # --- runs --------------------------------------------------------------------------------
 
     async def claim_run(

@@ -134,6 +134,9 @@ class GroupCommitWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self.transactions = 0
         """Write transactions committed so far (the group-commit counter)."""
+        self.write_failure: str | None = None
+        """Why the latest batch could not be written (disk full, I/O error, lock): set when a
+        write fails with ``ServiceUnavailable``, cleared by the next batch that commits."""
 
     async def call(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``function(conn)`` in the writer's thread (for opening, closing and backups)."""
@@ -211,6 +214,7 @@ class GroupCommitWriter:
                 del self._queue[: self._max_batch]
                 ops = [op for op, _ in batch]
                 errors = await loop.run_in_executor(self._thread, self._commit_batch, ops)
+                self._note_outcome(errors)
                 for (op, future), error in zip(batch, errors, strict=True):
                     if future is not None:
                         _settle(future, op, error)
@@ -218,6 +222,13 @@ class GroupCommitWriter:
                         log.error("journal_write_failed", write=op.describe(), error=str(error))
             if self._closing:
                 return
+
+    def _note_outcome(self, errors: list[AgentcronError | None]) -> None:
+        unavailable = [error for error in errors if isinstance(error, ServiceUnavailable)]
+        if unavailable:
+            self.write_failure = unavailable[-1].message
+        elif any(error is None for error in errors):
+            self.write_failure = None
 
     def _commit_batch(self, ops: list[WriteOp[Any]]) -> list[AgentcronError | None]:
         """In the writer's thread: one transaction for ``ops``, or one each if that fails.
