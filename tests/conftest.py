@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentcron.journal import SqliteJournal
-from tests.api_harness import ApiServer, running_api
+from tests.support.api_harness import ApiServer, running_api
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 from agentcron import __version__
 from agentcron.core.models import AgentRef
 from agentcron.errors import ServiceUnavailable
-from tests.api_harness import ApiServer, deployment_body, running_api
-from tests.fakes import RecordingLauncher
+from tests.support.api_harness import ApiServer, deployment_body, running_api
+from tests.support.fakes import RecordingLauncher
 
 
 @pytest.fixture
@@ -330,7 +330,7 @@ def test_the_openapi_document_lists_every_route_and_method() -> None:
 
     from agentcron.api.routes import routes
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text()
     paths = text.split("\npaths:\n", 1)[1].split("\ncomponents:\n", 1)[0]
     sections = {
         block.split(":\n", 1)[0]: block

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api_harness import ApiServer, deployment_body, running_api
+from tests.support.api_harness import ApiServer, deployment_body, running_api
 
 FUZZ = settings(
     max_examples=60,

@@ -16,8 +16,8 @@ import anthropic
 import pytest
 from anthropic.types.beta import BetaManagedAgentsDeployment, BetaManagedAgentsDeploymentRun
 
-from tests.api_harness import START, ApiServer, deployment_body, running_api
-from tests.fakes import RecordingLauncher
+from tests.support.api_harness import START, ApiServer, deployment_body, running_api
+from tests.support.fakes import RecordingLauncher
 
 SCHEDULE: Any = {"type": "cron", "expression": "0 20 * * 5", "timezone": "America/New_York"}
 EVENTS: Any = [{"type": "user.message", "content": [{"type": "text", "text": "Go."}]}]

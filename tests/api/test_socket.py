@@ -24,7 +24,7 @@ from agentcron.api.socket import (
     serve,
 )
 from agentcron.errors import AgentcronError
-from tests.api_harness import running_api, short_socket_dir
+from tests.support.api_harness import running_api, short_socket_dir
 
 NOBODY = 65534
 

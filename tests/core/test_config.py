@@ -10,7 +10,7 @@ import pytest
 from agentcron.config import load_config, parse_config
 from agentcron.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def problems_of(document: dict[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ import structlog
 from agentcron.cli import main
 from agentcron.logs import configure_logging
 from agentcron.paths import default_socket_path, resolve_socket_path
-from tests.api_harness import ApiServer, deployment_body, short_socket_dir
+from tests.support.api_harness import ApiServer, deployment_body, short_socket_dir
 
 CREATE_FLAGS = [
     "--name", "hello", "--agent", "agent_test", "--environment", "env_test",

@@ -9,7 +9,7 @@ journal file itself is checked with sqlite3 and compared with what the agent act
 The agent is a tiny shell program that appends ``session_id run_id deployment_id`` to a file,
 so the file lists every session that was really started.
 
-CI runs a short version; ``AGENTCRON_CRASH_KILLS=200 pytest tests/test_crash.py`` runs the full
+CI runs a short version; ``AGENTCRON_CRASH_KILLS=200 pytest tests/e2e/test_crash.py`` runs the full
 one (marked ``slow``).
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_harness import DaemonProcess, create_body, write_config
+from tests.support.daemon_harness import DaemonProcess, create_body, write_config
 
 SHORT_KILLS = 8
 KILLS = int(os.environ.get("AGENTCRON_CRASH_KILLS", str(SHORT_KILLS)))

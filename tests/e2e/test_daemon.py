@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_harness import (
+from tests.support.daemon_harness import (
     DaemonProcess,
     child_processes,
     create_body,

@@ -28,9 +28,9 @@ from agentcron.daemon import build_stack
 from agentcron.journal import SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
-from tests.daemon_harness import DaemonProcess, create_body, list_all_runs, write_config
-from tests.fakes import FakeClock, RecordingLauncher
-from tests.hosted_api import Fault, HostedApi
+from tests.support.daemon_harness import DaemonProcess, create_body, list_all_runs, write_config
+from tests.support.fakes import FakeClock, RecordingLauncher
+from tests.support.hosted_api import Fault, HostedApi
 
 BURST = 40
 

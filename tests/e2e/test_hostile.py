@@ -26,7 +26,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.daemon_harness import DaemonProcess, UnixHTTPConnection, create_body, write_config
+from tests.support.daemon_harness import (
+    DaemonProcess,
+    UnixHTTPConnection,
+    create_body,
+    write_config,
+)
 
 MAX_BYTES = 1024 * 1024
 EXAMPLES = int(os.environ.get("AGENTCRON_HOSTILE_EXAMPLES", "150"))

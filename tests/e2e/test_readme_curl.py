@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_harness import running_api
-from tests.fakes import RecordingLauncher
+from tests.support.api_harness import running_api
+from tests.support.fakes import RecordingLauncher
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Control API with curl"
 
 

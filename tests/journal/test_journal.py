@@ -27,7 +27,7 @@ from agentcron.journal import Claim, DeploymentFilter, RunFilter, SqliteJournal
 from agentcron.journal.sqlite.reads import deployments_query, runs_query
 from agentcron.journal.sqlite.schema import SCHEMA_VERSION
 from agentcron.journal.sqlite.writer import GroupCommitWriter, WriteOp
-from tests.fakes import FakeClock, eventually
+from tests.support.fakes import FakeClock, eventually
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

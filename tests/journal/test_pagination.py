@@ -16,7 +16,7 @@ from agentcron.core.pagination import CursorKind, Position, decode_cursor, encod
 from agentcron.errors import InvalidRequest
 from agentcron.journal import Journal
 from agentcron.runtime.service import DeploymentService
-from tests.fakes import FakeClock, RecordingLauncher
+from tests.support.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

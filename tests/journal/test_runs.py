@@ -28,7 +28,7 @@ from agentcron.errors import InvalidRequest, JournalError, NotFound
 from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal, ScheduleRow, SqliteJournal
 from agentcron.journal.sqlite.reads import SCHEDULE_ROWS_SQL
 from agentcron.runtime.service import DeploymentService
-from tests.fakes import FakeClock, RecordingLauncher
+from tests.support.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 AGENT = AgentRef(id="agent_test", version=1)

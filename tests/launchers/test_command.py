@@ -24,8 +24,8 @@ from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.launchers.base import SessionRequest
 from agentcron.launchers.command import CommandLauncher, EnvFileError, parse_env_file
 from agentcron.launchers.spawner import FrameReader, encode_frame
-from tests.daemon_harness import process_exited
-from tests.fakes import FakeClock, eventually
+from tests.support.daemon_harness import process_exited
+from tests.support.fakes import FakeClock, eventually
 
 START = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 VAULT_SECRET = "vault-secret-value-7f3a"

@@ -16,8 +16,8 @@ from agentcron.errors import ConfigError, InvalidRequest, LaunchFailure, Service
 from agentcron.launchers import CommandLauncher, ManagedAgentsLauncher, create_launcher
 from agentcron.launchers.api_key import load_api_key
 from agentcron.launchers.base import SessionRequest
-from tests.fakes import FakeClock
-from tests.hosted_api import Fault, HostedApi, refused_url
+from tests.support.fakes import FakeClock
+from tests.support.hosted_api import Fault, HostedApi, refused_url
 
 SECRET_TOKEN = "ghp_resource-secret-token"
 EVENTS = [{"type": "user.message", "content": [{"type": "text", "text": "run the report"}]}]

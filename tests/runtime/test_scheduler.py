@@ -27,7 +27,7 @@ from agentcron.journal import Journal, SqliteJournal
 from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
-from tests.fakes import FakeClock, RecordingLauncher, eventually
+from tests.support.fakes import FakeClock, RecordingLauncher, eventually
 
 START = datetime(2026, 6, 1, 11, 59, tzinfo=UTC)
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

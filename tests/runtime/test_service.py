@@ -11,7 +11,7 @@ from agentcron.core.models import AgentRef, Deployment, PausedReason, Schedule, 
 from agentcron.errors import Conflict, InvalidRequest, NotFound
 from agentcron.journal import Journal
 from agentcron.runtime.service import DeploymentService
-from tests.fakes import FakeClock, RecordingLauncher
+from tests.support.fakes import FakeClock, RecordingLauncher
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 TOKEN = "ghp_TOKEN_never_shown"

@@ -30,7 +30,7 @@ from agentcron.daemon import build_stack
 from agentcron.journal import Journal, SqliteJournal
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
-from tests.fakes import FakeClock, RecordingLauncher
+from tests.support.fakes import FakeClock, RecordingLauncher
 
 T = TypeVar("T")
 

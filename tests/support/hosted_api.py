@@ -319,8 +319,8 @@ async def serve(*, delay: float, agents: list[str], environments: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.hosted_api``: the stand-in in its own process (for benchmarks)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.hosted_api", description=__doc__)
+    """``python -m tests.support.hosted_api``: the stand-in in its own process (for benchmarks)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.support.hosted_api", description=__doc__)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds added to each answer")
     parser.add_argument("--agent", action="append", default=[], help="an agent id to serve")
     parser.add_argument("--environment", action="append", default=[], help="an environment id")
