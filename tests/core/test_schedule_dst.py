@@ -24,7 +24,7 @@ from agentcron.core.schedule import (
 )
 from agentcron.core.timeutil import parse_ts
 from agentcron.errors import ScheduleError
-from tests.core.test_schedule_property import oracle
+from tests.support.cron_oracle import oracle
 
 # (zone, expression, after, expected UTC instants); the id says what the row shows.
 CASES: list[tuple[str, str, str, str, list[str]]] = [

@@ -14,14 +14,14 @@ from agentcron.daemon import build_stack
 from agentcron.journal import RECOVERED_MESSAGE as STOPPED_MESSAGE
 from agentcron.journal import SqliteJournal
 from agentcron.runtime.service import DeploymentService
-from tests.runtime.test_scheduler import (
+from tests.support.fakes import FakeClock, RecordingLauncher
+from tests.support.scheduler_rig import (
     NOON,
     START,
     deployment_body,
     scheduler_rig,
     stored_deployment,
 )
-from tests.support.fakes import FakeClock, RecordingLauncher
 
 
 async def create_offline(path: Path, *bodies: dict[str, object]) -> list[Deployment]:
