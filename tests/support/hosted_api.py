@@ -104,6 +104,11 @@ class HostedApi:
     def requests_to(self, method: str, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
+    def open_connections(self) -> int:
+        """Client connections the server holds open right now (kept-alive ones included)."""
+        server = self._runner.server if self._runner is not None else None
+        return 0 if server is None else len(server.connections)
+
     # -- life ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> HostedApi:
