@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +17,9 @@ def test_ids_have_prefix_and_sort_by_creation() -> None:
     assert all(x.startswith("drun_") and len(x) == 5 + 26 for x in made)
     assert made == sorted(made)
     assert len(set(made)) == len(made)
+
+
+RANDOM_MASK = (1 << 80) - 1
 
 
 def _decode(ulid: str) -> int:
@@ -39,10 +43,19 @@ def test_ulids_are_crockford_base32_with_the_creation_millisecond_first() -> Non
     assert len(set(values)) == len(values)
 
 
-@pytest.mark.parametrize("value", [0, 1, 1023, 1024, (1 << 79) + 12345, (1 << 80) - 1])
-def test_the_table_encoder_writes_the_same_digits_as_one_digit_at_a_time(value: int) -> None:
-    """The 10-bit table encoding of the random part equals plain base-32 digit encoding."""
-    assert ids._encode_random(value) == ids._encode(value, 16)
+def test_ids_made_in_one_millisecond_count_up_by_one() -> None:
+    """Within a millisecond each ULID is the previous one plus one, carries across the 10-bit
+    digit pairs of the encoding included; a fresh millisecond draws 79 random bits."""
+    by_millisecond: defaultdict[int, list[int]] = defaultdict(list)
+    for value in map(_decode, (ids.ulid() for _ in range(20_000))):
+        by_millisecond[value >> 80].append(value & RANDOM_MASK)
+    carries = 0
+    for index, randoms in enumerate(by_millisecond.values()):
+        assert randoms == list(range(randoms[0], randoms[0] + len(randoms)))
+        if index:  # the first millisecond may continue ids made before this test
+            assert randoms[0] < 1 << 79
+        carries += (randoms[-1] >> 10) - (randoms[0] >> 10)
+    assert carries > 0, "no increment carried out of the lowest digit pair"
 
 
 def test_ids_stay_increasing_across_milliseconds_and_random_pool_refills() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 from collections import defaultdict
@@ -573,29 +574,61 @@ async def test_requests_of_any_size_reach_stdin_whole(
     assert int(log_path(tmp_path, session_id).read_text()) > size
 
 
-def test_the_helper_answers_a_start_without_descriptors_with_a_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No descriptors left for the stdin pipe: that start fails; the helper leaks none, lives on."""
-    import errno
-    import socket
+def test_the_helper_answers_a_start_without_descriptors_with_a_failure(tmp_path: Path) -> None:
+    """No descriptors left for the stdin pipe: that start fails; the helper leaks none, lives on.
 
-    from agentcron.launchers.spawner import Spawner
+    The real helper process, spoken to over its socket; its descriptor limit is lowered from
+    outside (``prlimit``) so that the session log still opens but the pipe does not.
+    """
+    import errno
+    import resource
+    import subprocess
+
+    from agentcron.launchers import spawner
 
     ours, theirs = socket.socketpair()
-    spawner = Spawner(theirs)
-    log = tmp_path / "sesn_x.log"
-    request = {"id": 7, "argv": ["/bin/true"], "cwd": None, "env": {}, "log": str(log)}
-
-    def no_descriptors(flags: int) -> tuple[int, int]:
-        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-
-    open_before = len(os.listdir("/proc/self/fd"))
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "pipe2", no_descriptors)
-        answer = spawner._spawn(request, b"{}\n")
-    assert answer == {"id": 7, "stage": "exec", "reason": os.strerror(errno.EMFILE)}
-    assert not log.exists()
-    assert len(os.listdir("/proc/self/fd")) == open_before
-    ours.close()
+    helper = subprocess.Popen(
+        [sys.executable, "-I", "-S", spawner.__file__],
+        stdin=theirs.fileno(),
+        stdout=subprocess.DEVNULL,
+    )
     theirs.close()
+    ours.settimeout(10)
+    reader = FrameReader()
+    pending: list[dict[str, Any]] = []
+
+    def next_message() -> dict[str, Any]:
+        while not pending:
+            data = ours.recv(65536)
+            assert data, "the helper closed its socket"
+            pending.extend(message for message, _ in reader.feed(data))
+        return pending.pop(0)
+
+    def start(request_id: int) -> dict[str, Any]:
+        log = tmp_path / f"sesn_{request_id}.log"
+        request = {"id": request_id, "argv": ["/bin/true"], "cwd": None, "env": {}, "log": str(log)}
+        ours.sendall(encode_frame(request, b"{}\n"))
+        return next_message()
+
+    def descriptors() -> set[int]:
+        return {int(name) for name in os.listdir(f"/proc/{helper.pid}/fd")}
+
+    try:
+        assert set(start(1)) == {"id", "pid"}
+        assert set(next_message()) == {"exit", "status"}  # at rest again: nothing in flight
+        open_before = descriptors()
+        free = [fd for fd in range(len(open_before) + 2) if fd not in open_before]
+        limits = resource.prlimit(helper.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(helper.pid, resource.RLIMIT_NOFILE, (free[1], limits[1]))
+
+        answer = start(2)  # the log takes the one free descriptor, the pipe finds none
+
+        assert answer == {"id": 2, "stage": "exec", "reason": os.strerror(errno.EMFILE)}
+        assert not (tmp_path / "sesn_2.log").exists()
+        assert descriptors() == open_before
+        resource.prlimit(helper.pid, resource.RLIMIT_NOFILE, limits)
+        assert set(start(3)) == {"id", "pid"}
+        assert next_message()["status"] == 0
+    finally:
+        ours.close()
+        assert helper.wait(timeout=10) == 0
