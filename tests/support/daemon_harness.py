@@ -137,12 +137,27 @@ env = {{ SEEN_FILE = "{directory / "seen.jsonl"}" }}
     return config
 
 
-class DaemonProcess:
-    """One ``agentcrond`` child process."""
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-    def __init__(self, directory: Path, config: Path, *, env: Mapping[str, str] | None = None):
+
+class DaemonProcess:
+    """One ``agentcrond`` child process.
+
+    With ``clock_offset`` (seconds) the daemon's wall clock runs that far ahead of the
+    machine's (``tests.support.shifted_daemon``).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        config: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock_offset: float | None = None,
+    ):
         self.directory = directory
         self.config = config
+        self.clock_offset = clock_offset
         self.socket_path = directory / "run" / "control.sock"
         self.state_dir = directory / "state"
         self.extra_env = dict(env or {})
@@ -167,6 +182,10 @@ class DaemonProcess:
             if not k.startswith(("NOTIFY_", "LISTEN_", "WATCHDOG_"))
         }
         env.update({"NOTIFY_SOCKET": str(notify_path), **self.extra_env})
+        if self.clock_offset is not None:  # ``-m tests.support...`` needs the repository root
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
+            )
         command = [*argv_prefix, *self.daemon_command()]
         log_handle = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -177,6 +196,9 @@ class DaemonProcess:
             self.notify.wait_for("READY", "1", timeout=30)
 
     def daemon_command(self) -> list[str]:
+        if self.clock_offset is not None:
+            shifted = ["-m", "tests.support.shifted_daemon", repr(self.clock_offset)]
+            return [sys.executable, *shifted, "--config", str(self.config)]
         return [
             sys.executable,
             "-c",
