@@ -9,9 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,8 @@ from tests.support.daemon_harness import (
     running_daemon,
     write_config,
 )
+from tests.support.fakes import wait_until
+from tests.support.shifted_daemon import offset_before_minute
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -159,21 +159,20 @@ def test_socket_activation_uses_the_inherited_listening_socket(tmp_path: Path) -
 def _wait_for_runs(
     daemon: DaemonProcess, query: str, count: int, timeout: float
 ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
     runs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        runs = list_all_runs(daemon, query)
-        if len(runs) >= count:
-            return runs
-        time.sleep(0.5)
-    raise AssertionError(
-        f"expected {count} runs for {query!r}, got {len(runs)}: {daemon.logs()[-3000:]}"
-    )
+
+    def enough() -> bool:
+        runs[:] = list_all_runs(daemon, query)
+        return len(runs) >= count
+
+    wait_until(enough, f"{count} runs for {query!r}", timeout=timeout)
+    return runs
 
 
 def test_a_cli_created_deployment_fires_on_schedule_and_runs_manually(tmp_path: Path) -> None:
+    """The daemon's wall clock starts 5 s before a whole minute, so its first fire is near."""
     config = write_config(tmp_path, max_jitter="1s")
-    with running_daemon(tmp_path, config) as daemon:
+    with running_daemon(tmp_path, config, clock_offset=offset_before_minute(5.0)) as daemon:
         created = run_cli(
             "deployments",
             "create",
@@ -213,11 +212,10 @@ def test_a_cli_created_deployment_fires_on_schedule_and_runs_manually(tmp_path: 
         assert scheduled["session_id"], scheduled
 
         log_file = daemon.state_dir / "sessions" / f"{scheduled['session_id']}.log"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "session request" not in (
-            log_file.read_text() if log_file.exists() else ""
-        ):
-            time.sleep(0.2)
+        wait_until(
+            lambda: log_file.exists() and "session request" in log_file.read_text(),
+            "the scheduled session's request in its log",
+        )
         assert "tick" in log_file.read_text()
         status, body = daemon.request("GET", f"/v1/deployments/{deployment['id']}")
         assert status == 200
@@ -225,43 +223,63 @@ def test_a_cli_created_deployment_fires_on_schedule_and_runs_manually(tmp_path: 
 
 
 def test_sigkill_during_a_burst_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """150 deployments fire in one jittered minute; the daemon is killed once a third of them
+    fired and restarted. (Its wall clock starts 6 s before a whole minute.)"""
     count = 150
     config = write_config(tmp_path, max_jitter="10s")
-    daemon = DaemonProcess(tmp_path, config)
+    daemon = DaemonProcess(tmp_path, config, clock_offset=offset_before_minute(6.0))
     try:
         daemon.start()
         ids = []
+        first_fires = set()
         for index in range(count):
             status, body = daemon.request("POST", "/v1/deployments", create_body(f"burst {index}"))
             assert status == 200, body
             ids.append(body["id"])
-        # The next minute boundary after creation: every deployment fires there (+ jitter < 10 s).
-        now = datetime.now(UTC)
-        boundary = now.replace(second=0, microsecond=0).timestamp() + 60
-        time.sleep(max(0.0, boundary - time.time() + 4.0))  # in the middle of the jittered burst
-        daemon.kill()
-        daemon.start()
-        scheduled_at = datetime.fromtimestamp(boundary, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        deadline = time.monotonic() + 40
-        runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            runs = [
+            first_fires.add(body["schedule"]["upcoming_runs_at"][0])
+        # Every minute: all of them fire at the latest first fire (+ jitter < 10 s), even if
+        # the creations straddled a minute.
+        scheduled_at = max(first_fires)
+
+        def burst_runs() -> list[dict[str, Any]]:
+            return [
                 r
                 for r in list_all_runs(daemon, "&trigger_type=schedule")
                 if r["trigger_context"]["scheduled_at"] == scheduled_at
             ]
-            if len(runs) >= count:
-                break
-            time.sleep(0.5)
+
+        fired_before_kill: list[int] = []
+
+        def a_third_fired() -> bool:
+            fired_before_kill.append(len(burst_runs()))
+            return fired_before_kill[-1] >= count // 3
+
+        wait_until(a_third_fired, "a third of the burst fired", timeout=75)
+        daemon.kill()
+        assert fired_before_kill[-1] < count, "killed in the middle of the burst"
+        daemon.start()
+        runs: list[dict[str, Any]] = []
+
+        def all_fired() -> bool:
+            runs[:] = burst_runs()
+            return len(runs) >= count
+
+        wait_until(all_fired, f"all {count} runs of the burst", timeout=40)
         per_deployment = Counter(r["deployment_id"] for r in runs)
         assert set(per_deployment) == set(ids), "no lost claim: every deployment has its run"
         assert max(per_deployment.values()) == 1, "no (deployment_id, scheduled_at) twice"
         for run in runs:
             assert (run["session_id"] is None) != (run["error"] is None), run
-        seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+        seen: list[dict[str, str]] = []
+
+        def every_session_wrote_its_line() -> bool:  # an agent writes just after it started
+            lines = (tmp_path / "seen.jsonl").read_text().splitlines()
+            seen[:] = [json.loads(line) for line in lines]
+            started = {s["session_id"] for s in seen}
+            return all(r["session_id"] in started for r in runs if r["session_id"])
+
+        wait_until(every_session_wrote_its_line, "a line from every session a run names")
         assert len({s["run_id"] for s in seen}) == len(seen), "no session started twice for a run"
-        session_ids = {s["session_id"] for s in seen}
-        assert all(r["session_id"] in session_ids for r in runs if r["session_id"])
         assert daemon.stop() == 0
     finally:
         daemon.close()
@@ -282,9 +300,6 @@ def test_the_session_spawner_leaves_with_a_killed_daemon(tmp_path: Path) -> None
         assert run["session_id"], run
         [helper] = child_processes(daemon.pid, b"spawner.py")
         daemon.kill()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not process_exited(helper):
-            time.sleep(0.05)
-        assert process_exited(helper), "the spawner outlived its daemon"
+        wait_until(lambda: process_exited(helper), "the spawner left with its daemon")
     finally:
         daemon.close()

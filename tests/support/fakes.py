@@ -1,4 +1,4 @@
-"""Test doubles for the edges agentcron talks to: a clock and a launcher; and a poll helper.
+"""Test doubles for the edges agentcron talks to: a clock and a launcher; and poll helpers.
 
 These are written for the tests (SPEC allows a simple launcher in scheduler tests); they
 implement the project's Protocols and are never used by the daemon itself.
@@ -6,6 +6,7 @@ implement the project's Protocols and are never used by the daemon itself.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -164,3 +165,13 @@ async def eventually(condition: Callable[[], bool], what: str, *, interval: floa
             return
         await anyio.sleep(interval)
     raise AssertionError(f"{what}: not reached within {POLL_SECONDS:g} s")
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = POLL_SECONDS) -> None:
+    """``eventually`` for blocking code (a daemon in another process, a CLI subprocess):
+    poll ``condition`` every 50 ms; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:g} s")
+        time.sleep(0.05)
