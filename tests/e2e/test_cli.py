@@ -20,6 +20,7 @@ from agentcron.cli import main
 from agentcron.logs import configure_logging
 from agentcron.paths import default_socket_path, resolve_socket_path
 from tests.support.api_harness import ApiServer, deployment_body, short_socket_dir
+from tests.support.fakes import wait_until
 
 CREATE_FLAGS = [
     "--name", "hello", "--agent", "agent_test", "--environment", "env_test",
@@ -287,7 +288,11 @@ def test_runs_follow_prints_each_new_run_once_until_ctrl_c(api_server: ApiServer
             assert json.loads(_read_line(process, deadline))["id"] == existing["id"]
             fresh = http.post(f"/v1/deployments/{deployment_id}/run").json()
             assert json.loads(_read_line(process, deadline))["id"] == fresh["id"]
-            time.sleep(2.5)  # at least two more polls: nothing is printed twice
+            polls = api_server.count("GET", "/v1/deployment_runs")
+            wait_until(  # two more polls answered, and nothing printed twice
+                lambda: api_server.count("GET", "/v1/deployment_runs") >= polls + 2,
+                "two more polls of the run list",
+            )
             process.send_signal(signal.SIGINT)
             out, _ = process.communicate(timeout=30)
         finally:

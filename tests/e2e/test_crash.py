@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon_harness import DaemonProcess, create_body, write_config
+from tests.support.fakes import wait_until
 
 SHORT_KILLS = 8
 KILLS = int(os.environ.get("AGENTCRON_CRASH_KILLS", str(SHORT_KILLS)))
@@ -180,9 +181,13 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
         assert daemon.stop() == 0, daemon.logs()[-3000:]
     finally:
         daemon.close()
-    time.sleep(0.3)  # orphaned agents of the last rounds finish their one line
 
     facts = journal_facts(tmp_path / "state" / "journal.db")
+    confirmed = {session for session, _, _, _ in facts["runs"].values() if session is not None}
+    wait_until(  # orphaned agents of the last rounds may still be writing their one line
+        lambda: confirmed <= {session for session, _, _ in seen_sessions(tmp_path / "seen.jsonl")},
+        "a line from every confirmed session",
+    )
     seen = seen_sessions(tmp_path / "seen.jsonl")
     runs: dict[str, tuple[str | None, str | None, str, str | None]] = facts["runs"]
     run_ids_seen = Counter(run_id for _, run_id, _ in seen)
