@@ -7,13 +7,15 @@ import dataclasses
 import os
 import sqlite3
 import stat
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
@@ -157,12 +159,21 @@ async def test_group_commit_batches_concurrent_writes(journal: SqliteJournal) ->
 
 @dataclasses.dataclass(eq=False)
 class _TimedOp(WriteOp[None]):
-    """Records when its transaction applied it and which transaction that was."""
+    """Records when its transaction applied it and which transaction that was.
 
-    hold: float = 0.0
+    A gated op keeps its transaction open (in the writer's thread) until ``release`` is set,
+    after setting ``applying``: a test queues more writes in between, while it commits.
+    """
+
     began: float = 0.0
     transaction: int = 0
     result: None = None
+    applying: threading.Event | None = None
+    release: threading.Event | None = None
+
+    @classmethod
+    def gated(cls) -> _TimedOp:
+        return cls(applying=threading.Event(), release=threading.Event())
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[_TimedOp]) -> None:
@@ -170,7 +181,21 @@ class _TimedOp(WriteOp[None]):
         for op in ops:
             op.began = began
             op.transaction = id(ops)
-        time.sleep(max(op.hold for op in ops))
+        for op in ops:
+            if op.applying is not None and op.release is not None:
+                op.applying.set()
+                op.release.wait(timeout=10)
+
+
+async def _queue_while_committing(first: _TimedOp, queue: Callable[[], object]) -> None:
+    """Once ``first``'s transaction is applying it, ``queue()`` more writes (starting tasks
+    that submit them); let it commit once all of them are queued."""
+    assert first.applying is not None
+    assert first.release is not None
+    assert await anyio.to_thread.run_sync(first.applying.wait, 10), "first never applied"
+    queue()
+    await anyio.wait_all_tasks_blocked()  # every submitter now waits for its commit
+    first.release.set()
 
 
 @asynccontextmanager
@@ -191,14 +216,16 @@ async def _paced_writer(
 async def test_a_burst_is_paced_into_one_later_transaction(tmp_path: Path) -> None:
     """Writes queued while a transaction commits wait for the pace, then commit together."""
     async with _paced_writer(tmp_path, pace=0.3) as writer:
-        first = _TimedOp(hold=0.05)
+        first = _TimedOp.gated()
         burst = [_TimedOp() for _ in range(5)]
 
-        async def later() -> None:
-            await asyncio.sleep(0.01)  # while ``first`` is committing
-            await asyncio.gather(*(writer.submit(op) for op in burst))
+        def queue_burst() -> None:
+            for op in burst:
+                tg.start_soon(writer.submit, op)
 
-        await asyncio.gather(writer.submit(first), later())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.submit, first)
+            await _queue_while_committing(first, queue_burst)
         assert len({op.transaction for op in burst}) == 1
         # The pace counts from when the writer began the first transaction, a thread hop
         # before ``first.began``: allow that hop (well under 5 ms), not a missing pace.
@@ -209,18 +236,17 @@ async def test_the_pace_is_kept_on_the_injected_clock(tmp_path: Path) -> None:
     """On a fake clock a burst's transaction waits until the clock has moved by the pace."""
     clock = FakeClock(T0)
     async with _paced_writer(tmp_path, pace=0.5, clock=clock) as writer:
-        first = _TimedOp(hold=0.05)
+        first = _TimedOp.gated()
         burst = [_TimedOp() for _ in range(3)]
         committed = anyio.Event()
 
-        async def later() -> None:
-            await asyncio.sleep(0.01)  # while ``first`` is committing
+        async def submit_burst() -> None:
             await asyncio.gather(*(writer.submit(op) for op in burst))
             committed.set()
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(later)
-            await writer.submit(first)
+            tg.start_soon(writer.submit, first)
+            await _queue_while_committing(first, lambda: tg.start_soon(submit_burst))
             await eventually(lambda: clock.sleepers == 1, "the writer waits for the pace")
             assert not committed.is_set()
             assert burst[0].began == 0.0
