@@ -226,6 +226,20 @@ async def test_validate_environment_rejects_what_cannot_be_used_naming_the_field
     assert environment_id in caught.value.message
 
 
+# -- reload ------------------------------------------------------------------------------
+
+
+async def test_reload_leaves_running_sessions_alone_and_keeps_serving(
+    subject: Subject, tmp_path: Path
+) -> None:
+    """The re-read config of a SIGHUP (here: the same objects) touches no running session."""
+    await subject.launcher.create_session(session_request())
+    subject.launcher.reload(declarations(tmp_path, RUNNING_AGENT))
+    assert not subject.released()
+    assert await subject.launcher.resolve_agent("agent_a", None) == LATEST
+    assert (await subject.launcher.create_session(session_request())).startswith("sesn_")
+
+
 # -- aclose -------------------------------------------------------------------------------
 
 
