@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.fakes import FakeClock, RecordingLauncher
+from tests.support.fakes import FakeClock, RecordingLauncher
 
 from agentcron import ids
 from agentcron.core.models import AgentRef, Deployment, Schedule, TriggerType

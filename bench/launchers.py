@@ -4,7 +4,7 @@
 
 - ``command``: ``/bin/true`` as the agent, 16 creations in flight; the rate counts creations
   (spawned and returned), the children's exits are awaited before the next scenario.
-- ``managed_agents``: the loopback stand-in of the hosted API (``python -m tests.hosted_api``,
+- ``managed_agents``: the loopback hosted-API stand-in (``python -m tests.support.hosted_api``,
   its own process), 64 creations in flight, with no server delay and with a 200 ms delay per
   answer. At 200 ms the 64 workers either start spread over one delay ("steady", the load
   jittered schedules produce) or all at once ("burst": they stay in lock-step, and each answer
@@ -132,7 +132,7 @@ async def bench_command(count: int, concurrency: int) -> Result:
 
 async def bench_managed(count: int, concurrency: int, delay: float, *, steady: bool) -> Result:
     """Against the stand-in in its own process, so that its CPU is not charged to the launcher."""
-    command = [sys.executable, "-m", "tests.hosted_api", "--delay", str(delay)]
+    command = [sys.executable, "-m", "tests.support.hosted_api", "--delay", str(delay)]
     command += ["--agent", "agent_bench", "--environment", "env_bench"]
     async with await anyio.open_process(command, stderr=None) as server:
         assert server.stdout is not None

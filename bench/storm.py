@@ -1,6 +1,6 @@
 """The whole-daemon storm: N every-minute deployments fired by the real ``agentcrond``.
 
-The daemon runs as a subprocess (``tests.daemon_harness.DaemonProcess``: temp config, systemd
+The daemon is a subprocess (``tests.support.daemon_harness.DaemonProcess``: temp config, systemd
 ``READY=1`` on a notify socket). The N deployments are created through the control API over the
 Unix socket with 16 concurrent connections (aiohttp ``UnixConnector``), each with the schedule
 ``* * * * *`` in UTC. The measured minute is the first whole minute boundary at least two seconds
@@ -9,7 +9,7 @@ after the last create; every deployment fires in it at ``scheduled_at + jitter``
 Per launcher:
 
 - ``command``: the agent is ``/bin/true``; a session is one child process.
-- ``managed_agents``: the loopback stand-in of the hosted API (``tests.hosted_api``) in this
+- ``managed_agents``: the loopback stand-in of the hosted API (``tests.support.hosted_api``) in this
   process; the key reaches the daemon through ``ANTHROPIC_API_KEY``.
 
 Measured from the daemon's own ``run_fired`` JSON log lines of that minute: fire lag
@@ -40,8 +40,8 @@ from typing import Any, Literal
 
 import aiohttp
 import anyio
-from tests.daemon_harness import DaemonProcess, child_processes, create_body
-from tests.hosted_api import HostedApi
+from tests.support.daemon_harness import DaemonProcess, child_processes, create_body
+from tests.support.hosted_api import HostedApi
 
 from agentcron.core.jitter import jitter_offset
 from agentcron.core.timeutil import parse_ts

@@ -223,12 +223,12 @@ async def run_daemon(
     read_config: Callable[[], Config],
     environ: dict[str, str],
     notifier: Notifier,
+    clock: Clock,
 ) -> None:
     """Run until SIGTERM/SIGINT (returns) or until a part crashes (raises).
 
     ``read_config`` re-reads the configuration for SIGHUP.
     """
-    clock = SystemClock()
     daemon_cfg = config.daemon
     lock = StateLock(daemon_cfg.state_dir)
     lock.acquire()
@@ -339,7 +339,8 @@ def warn_unusable(config: Config, environ: Mapping[str, str]) -> None:
         log.warning("declaration_unusable", key=key, problem=message)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run ``agentcrond``; ``clock`` replaces the system clock (end-to-end tests shift it)."""
     args = build_parser().parse_args(argv)
     environ = dict(os.environ)
     try:
@@ -368,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 read_config=lambda: read_config(args, environ),
                 environ=environ,
                 notifier=notifier,
+                clock=clock or SystemClock(),
             )
         )
     except KeyboardInterrupt:

@@ -1,0 +1,26 @@
+"""Fixtures every layer may use: a journal on a real SQLite file, and the API stack on a real
+Unix socket. Registered for the whole suite by ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from agentcron.journal import SqliteJournal
+from tests.support.api_harness import ApiServer, running_api
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    """A journal in ``<tmp_path>/state/journal.db`` (the directory is created by ``open``)."""
+    async with SqliteJournal.open(tmp_path / "state" / "journal.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[ApiServer]:
+    """The journal, service, scheduler and API served on a Unix socket in a background loop."""
+    with running_api(tmp_path / "state") as server:
+        yield server
