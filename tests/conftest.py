@@ -10,6 +10,9 @@ import pytest
 from agentcron.journal import SqliteJournal
 from tests.api_harness import ApiServer, running_api
 
+# The throwaway PostgreSQL cluster (``postgres_cluster``, ``postgres_url``) for every test.
+pytest_plugins = ("tests.support.postgres",)
+
 
 @pytest.fixture
 async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
