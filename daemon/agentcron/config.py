@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from agentcron.core.models import RunErrorType
 from agentcron.core.timeutil import parse_duration
@@ -125,14 +125,20 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         userinfo, _, hosts = netloc.rpartition("@")
         if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":" + _REDACTED
-        netloc = f"{userinfo}@{hosts}"
+            netloc = f"{userinfo.split(':', 1)[0]}:{_REDACTED}@{hosts}"
     query = parts.query
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(key == "password" for key, _ in pairs):
         redacted = [(key, _REDACTED if key == "password" else value) for key, value in pairs]
         query = urlencode(redacted, safe="/*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Not urlunsplit: it drops the empty host of "postgresql:///db?host=/dir".
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 # --------------------------------------------------------------------------------------------
