@@ -9,7 +9,7 @@ microseconds (``agentcron.core.pagination``); they meet ``timestamptz`` exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -108,10 +108,17 @@ class JournalQueries:
         with map_postgres_errors():
             return list(await self._pool.fetch(sql, *params))
 
-    async def explain(self, sql: str, params: Sequence[Any]) -> dict[str, Any]:
-        """The plan of ``sql`` (``EXPLAIN (FORMAT JSON)``), its top node."""
-        rows = await self._fetch(f"EXPLAIN (FORMAT JSON) {sql}", *params)
-        plan: dict[str, Any] = json.loads(rows[0][0])[0]["Plan"]
+    async def explain(
+        self, sql: str, params: Sequence[Any], *, settings: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The top node of ``sql``'s plan (``EXPLAIN (FORMAT JSON)``), planned with the
+        planner ``settings`` given (e.g. ``{"enable_sort": "off"}``) for this query only."""
+        with map_postgres_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                for name, value in (settings or {}).items():
+                    await conn.execute("SELECT set_config($1, $2, true)", name, value)
+                text = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *params)
+        plan: dict[str, Any] = json.loads(text)[0]["Plan"]
         return plan
 
     # --- deployments -------------------------------------------------------------------------
