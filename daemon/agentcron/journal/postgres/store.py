@@ -21,7 +21,7 @@ import anyio
 import asyncpg
 
 from agentcron import ids
-from agentcron.clock import Clock, SystemClock
+from agentcron.clock import Clock
 from agentcron.config import redact_url
 from agentcron.core.models import (
     AgentRef,
@@ -85,15 +85,14 @@ class PostgresJournal(JournalQueries):
         password: str | None = None,
         clock: Clock | None = None,
         pool_size: int = READ_POOL_SIZE,
-        pace: float = 0.0,
     ) -> AsyncIterator[PostgresJournal]:
         """Connect to the database at ``url`` (``postgresql://...``), migrate it and open the
         journal for the ``async with`` block. ``password``, when given, is used instead of
         one in the URL (libpq's ``PGPASSWORD`` and ``~/.pgpass`` apply otherwise).
 
         Raises ``JournalError`` when the database is not usable now: unreachable, refusing
-        the login, written by a newer agentcron. ``pace`` spaces transactions of a burst on
-        ``clock`` (see the SQLite writer); 0 commits each batch as soon as the last one did.
+        the login, written by a newer agentcron. ``clock`` is accepted for symmetry with the
+        SQLite journal (whose writer paces on it); this writer needs no clock.
         """
         location = redact_url(url)
         settings = {"application_name": "agentcrond"}
@@ -130,7 +129,7 @@ class PostgresJournal(JournalQueries):
                 raise
             # At start every failure is fatal (the daemon exits and says why), not a 503.
             raise JournalError(f"cannot open the journal {location}: {exc}") from exc
-        writer = GroupCommitWriter(conn, connect, clock=clock or SystemClock(), pace=pace)
+        writer = GroupCommitWriter(conn, connect)
         journal = cls(url, writer, pool)
         try:
             async with anyio.create_task_group() as tg:

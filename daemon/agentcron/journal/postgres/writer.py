@@ -6,7 +6,8 @@ connection, consecutive ops of one kind together (a thousand claims are one ``IN
 SELECT FROM unnest(...)``), and resolves each caller's future only after ``COMMIT``: an
 ``await`` returns once *its* transaction is durable. A server's commit costs a WAL flush and a
 round trip whatever the batch holds, so writes that arrive while one commits simply wait for
-the next, larger batch (no timer needed; ``pace`` can add one, as in the SQLite writer).
+the next, larger batch. (No pacing timer as in the SQLite writer: measured on the benchmark's
+burst, 2 ms or 5 ms between transactions changed neither their number nor the throughput.)
 
 An op may fail alone without failing its batch (``op.failure``: an update that found no row, a
 claim of an unknown deployment). If the batch's transaction fails, it is rolled back and its
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from itertools import groupby
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -28,7 +28,6 @@ import anyio.abc
 import asyncpg
 import structlog
 
-from agentcron.clock import Clock
 from agentcron.errors import AgentcronError, JournalError, ServiceUnavailable
 from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors, translate
 
@@ -69,15 +68,11 @@ class GroupCommitWriter:
         conn: asyncpg.Connection,
         connect: Connect,
         *,
-        clock: Clock,
         max_batch: int = 4096,
-        pace: float = 0.0,
     ) -> None:
         self._conn: asyncpg.Connection | None = conn
         self._connect = connect
-        self._clock = clock
         self._max_batch = max_batch
-        self._pace = pace
         self._queue: list[tuple[WriteOp[Any], asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -141,18 +136,10 @@ class GroupCommitWriter:
             self._stopped.set()
 
     async def _commit_until_closed(self) -> None:
-        clock, pace = self._clock, self._pace
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            started: datetime | None = None
             while self._queue:
-                if started is not None and pace > 0 and not self._closing:
-                    elapsed = (clock.now() - started).total_seconds()
-                    delay = min(pace, pace - elapsed)
-                    if delay > 0:
-                        await clock.sleep(delay)
-                started = clock.now()
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
                 ops = [op for op, _ in batch]
@@ -192,8 +179,8 @@ class GroupCommitWriter:
         conn = self._conn
         try:
             with map_postgres_errors():
-                if conn is None or conn.is_closed():
-                    self._conn = conn = None
+                if conn is None or conn.is_closed():  # lost: the next batch reconnects
+                    self._conn = None
                     conn = self._conn = await self._connect()
                 async with conn.transaction():
                     for _, group in groupby(ops, key=type):
