@@ -17,10 +17,11 @@ from agentcron.config import JournalConfig
 from agentcron.core.models import AgentRef, PausedReason, RunError, TriggerType
 from agentcron.core.pagination import Position
 from agentcron.errors import JournalError, ServiceUnavailable
-from agentcron.journal import DeploymentFilter, RunFilter, SqliteJournal, open_journal
+from agentcron.journal import Claim, DeploymentFilter, RunFilter, SqliteJournal, open_journal
 from agentcron.journal.postgres.reads import SCHEDULE_ROWS_SQL, deployments_query, runs_query
 from agentcron.journal.postgres.schema import SCHEMA_VERSION, migrate
 from agentcron.journal.postgres.store import PostgresJournal
+from agentcron.journal.postgres.writes import Fence
 from tests.journal.test_contract import AGENT, T0, claim, complete, make_deployment
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster, start_cluster
 
@@ -170,6 +171,102 @@ async def test_open_journal_without_a_url_is_the_sqlite_file_in_the_state_dir(
     async with open_journal(JournalConfig(), state_dir=tmp_path, environ={}) as journal:
         assert isinstance(journal, SqliteJournal)
         assert journal.location == str(tmp_path / "journal.db")
+
+
+# --- fencing -----------------------------------------------------------------------------------
+
+
+async def set_lease(conn: asyncpg.Connection, holder: str, epoch: int, seconds: float) -> None:
+    await conn.execute(
+        "INSERT INTO leases (name, holder, epoch, expires_at) "
+        "VALUES ('scheduler', $1, $2, now() + make_interval(secs => $3)) "
+        "ON CONFLICT (name) DO UPDATE "
+        "SET holder = $1, epoch = $2, expires_at = excluded.expires_at",
+        holder,
+        epoch,
+        seconds,
+    )
+
+
+async def test_a_fenced_claim_lands_only_while_its_lease_epoch_is_current(
+    postgres_url: str,
+) -> None:
+    """Held and unexpired: the claim lands with its epoch. A newer epoch, another holder or
+    an expired lease: nothing is written and the claim is ServiceUnavailable. Unfenced
+    claims in the same batch are unaffected."""
+    async with PostgresJournal.open(postgres_url) as journal:
+        deployment = make_deployment()
+        await journal.insert_deployment(deployment)
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await set_lease(conn, "daemon-a", 5, 60)
+
+            async def fenced(hour: int, epoch: int, holder: str = "daemon-a") -> object:
+                return await journal.claim_run(
+                    deployment_id=deployment.id,
+                    agent=AGENT,
+                    trigger_type=TriggerType.SCHEDULE,
+                    scheduled_at=T0 + timedelta(hours=hour),
+                    claimed_at=T0,
+                    fence=Fence(lease="scheduler", holder=holder, epoch=epoch),
+                )
+
+            held, stale, other, unfenced = await asyncio.gather(
+                fenced(1, 5),
+                fenced(2, 4),
+                fenced(3, 5, holder="daemon-b"),
+                claim(journal, deployment, T0 + timedelta(hours=4)),
+                return_exceptions=True,
+            )
+            assert isinstance(held, Claim)
+            assert isinstance(stale, ServiceUnavailable)
+            assert "no longer held by 'daemon-a' at epoch 4" in str(stale)
+            assert isinstance(other, ServiceUnavailable)
+            assert isinstance(unfenced, Claim)
+            await set_lease(conn, "daemon-a", 5, -1)  # expired by the database's clock
+            with pytest.raises(ServiceUnavailable, match="no longer held"):
+                await fenced(5, 5)
+            rows = await conn.fetch("SELECT scheduled_at, epoch FROM runs ORDER BY scheduled_at")
+        finally:
+            await conn.close()
+    assert [(row["scheduled_at"], row["epoch"]) for row in rows] == [
+        (T0 + timedelta(hours=1), 5),
+        (T0 + timedelta(hours=4), None),
+    ]
+
+
+async def test_a_fenced_claim_that_waited_for_a_takeover_is_not_written(
+    postgres_url: str,
+) -> None:
+    """A takeover in progress holds the lease row; the old leader's claim waits for it, then
+    finds its epoch gone: no claim of a deposed leader lands after the takeover commits."""
+    async with PostgresJournal.open(postgres_url) as journal:
+        deployment = make_deployment()
+        await journal.insert_deployment(deployment)
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await set_lease(conn, "daemon-a", 5, 60)
+            takeover = conn.transaction()
+            await takeover.start()
+            await set_lease(conn, "daemon-b", 6, 60)  # not committed yet
+            attempt = asyncio.ensure_future(
+                journal.claim_run(
+                    deployment_id=deployment.id,
+                    agent=AGENT,
+                    trigger_type=TriggerType.SCHEDULE,
+                    scheduled_at=T0,
+                    claimed_at=T0,
+                    fence=Fence(lease="scheduler", holder="daemon-a", epoch=5),
+                )
+            )
+            await asyncio.sleep(0.3)
+            assert not attempt.done()  # waiting on the lease row
+            await takeover.commit()
+            with pytest.raises(ServiceUnavailable, match="no longer held"):
+                await attempt
+            assert await conn.fetchval("SELECT count(*) FROM runs") == 0
+        finally:
+            await conn.close()
 
 
 # --- migrations --------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from agentcron.journal.postgres.writer import GroupCommitWriter
 from agentcron.journal.postgres.writes import (
     ClaimOp,
     CompleteOp,
+    Fence,
     RecoverOp,
     SessionEndOp,
     SessionStartOp,
@@ -168,8 +169,14 @@ class PostgresJournal(JournalQueries):
         trigger_type: TriggerType,
         scheduled_at: datetime | None,
         claimed_at: datetime,
+        fence: Fence | None = None,
     ) -> Claim | None:
-        """Durably write an open run row; see ``Journal.claim_run``."""
+        """Durably write an open run row; see ``Journal.claim_run``.
+
+        With ``fence`` (a leader's lease, for several daemons on one database) the claim is
+        written only if that lease is still held at that epoch when its transaction runs, and
+        records the epoch; otherwise it raises ``ServiceUnavailable`` and writes nothing.
+        """
         if (trigger_type == TriggerType.SCHEDULE) != (scheduled_at is not None):
             raise ValueError("scheduled_at is required for, and only for, scheduled runs")
         claim = Claim(
@@ -179,7 +186,7 @@ class PostgresJournal(JournalQueries):
             trigger_type=TriggerType(trigger_type),
             scheduled_at=scheduled_at,
         )
-        return await self._writer.submit(ClaimOp(claim=claim, claimed_at=claimed_at))
+        return await self._writer.submit(ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence))
 
     async def complete_run(
         self,

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import asyncpg
 
 from agentcron.core.models import DeploymentRun, RunError
-from agentcron.errors import AgentcronError, JournalError, NotFound
+from agentcron.errors import AgentcronError, JournalError, NotFound, ServiceUnavailable
 from agentcron.journal.postgres.errors import MISSING_DEPLOYMENT
 from agentcron.journal.postgres.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.postgres.writer import WriteOp
@@ -19,13 +19,12 @@ from agentcron.journal.protocol import Claim
 
 # A claim is inserted only for a stored deployment (the join) and only if its occurrence has
 # no run yet (ON CONFLICT on the unique (deployment_id, scheduled_at)); RETURNING names the
-# claims that landed. A leader's fencing condition (its lease epoch still current) belongs in
-# this same statement's WHERE, so a deposed leader's claim can never land.
+# claims that landed. $8 is the fencing epoch recorded with them (NULL: unfenced).
 INSERT_CLAIMS = """
 INSERT INTO runs (id, deployment_id, agent_id, agent_version, trigger_type, scheduled_at,
-                  claimed_at)
+                  claimed_at, epoch)
 SELECT c.id, c.deployment_id, c.agent_id, c.agent_version, c.trigger_type, c.scheduled_at,
-       c.claimed_at
+       c.claimed_at, $8::bigint
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[],
             $7::timestamptz[])
      AS c (id, deployment_id, agent_id, agent_version, trigger_type, scheduled_at, claimed_at)
@@ -33,6 +32,26 @@ JOIN deployments AS d ON d.id = c.deployment_id
 ON CONFLICT ON CONSTRAINT runs_occurrence DO NOTHING
 RETURNING runs.id
 """
+
+# The fence, checked in the claims' own transaction, by the database's clock. FOR SHARE holds
+# the lease row until the claims commit: a takeover (an UPDATE of that row) waits for them,
+# and a claim that waited for a takeover re-reads the row and finds its epoch gone.
+HOLD_FENCE = """
+SELECT epoch FROM leases
+WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+FOR SHARE
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """The condition of a leader's claims: lease ``lease`` is held by ``holder`` at ``epoch``
+    and has not expired (``leases``; see ``agentcron.journal.postgres.schema``)."""
+
+    lease: str
+    holder: str
+    epoch: int
+
 
 COMPLETE_RUNS = """
 UPDATE runs AS r
@@ -55,15 +74,35 @@ WHERE d.id = c.id
 @dataclass(eq=False, slots=True, kw_only=True)
 class ClaimOp(WriteOp[Claim | None]):
     """Insert an open run row; ``result`` is the claim, or ``None`` if the occurrence is taken.
-    A claim of a deployment that does not exist fails alone with ``NotFound``."""
+    A claim of a deployment that does not exist fails alone with ``NotFound``; a claim whose
+    ``fence`` does not hold is not written and fails with ``ServiceUnavailable``."""
 
     claim: Claim
     claimed_at: datetime
+    fence: Fence | None = None
     result: Claim | None = None
     failure: AgentcronError | None = None
 
     @classmethod
     async def apply(cls, conn: asyncpg.Connection, ops: Sequence[ClaimOp]) -> None:
+        by_fence: dict[Fence | None, list[ClaimOp]] = {}
+        for op in ops:
+            by_fence.setdefault(op.fence, []).append(op)
+        for fence, fenced in by_fence.items():
+            if fence is not None and not await conn.fetchval(
+                HOLD_FENCE, fence.lease, fence.holder, fence.epoch
+            ):
+                lost = ServiceUnavailable(
+                    f"journal: lease {fence.lease!r} is no longer held by {fence.holder!r} "
+                    f"at epoch {fence.epoch}; the claim was not written"
+                )
+                for op in fenced:
+                    op.failure = lost
+                continue
+            await cls._insert(conn, fenced, None if fence is None else fence.epoch)
+
+    @classmethod
+    async def _insert(cls, conn: asyncpg.Connection, ops: list[ClaimOp], epoch: int | None) -> None:
         claims = [op.claim for op in ops]
         rows = await conn.fetch(
             INSERT_CLAIMS,
@@ -74,6 +113,7 @@ class ClaimOp(WriteOp[Claim | None]):
             [c.trigger_type.value for c in claims],
             [c.scheduled_at for c in claims],
             [op.claimed_at for op in ops],
+            epoch,
         )
         inserted = {row[0] for row in rows}
         missed = [op for op in ops if op.claim.run_id not in inserted]
