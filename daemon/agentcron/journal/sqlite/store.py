@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -96,7 +97,7 @@ def _open_writer(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
-        row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        row = _switch_to_wal(conn)
         if row is None or str(row[0]).lower() != "wal":
             raise JournalError(f"journal: cannot switch {path.name} to WAL mode")
         _migrate(conn)
@@ -105,6 +106,20 @@ def _open_writer(path: Path) -> sqlite3.Connection:
         if not prepared:
             conn.close()
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> Any:
+    """``PRAGMA journal_mode = WAL``, waiting like ``busy_timeout`` while another connection
+    is converting the same fresh file (SQLite answers that switch busy without waiting)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY"
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # in the opening thread, never on the event loop
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
