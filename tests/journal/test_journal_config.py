@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,27 @@ import pytest
 from agentcron.config import JournalConfig, parse_config, redact_url
 from agentcron.errors import ConfigError
 from agentcron.journal.postgres.password import load_journal_password
-from tests.test_daemon import check_config
+
+
+def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """``agentcrond --check-config`` on a config file holding ``text``."""
+    config = tmp_path / "check.toml"
+    config.write_text(text)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from agentcron.daemon import main; raise SystemExit(main())",
+            "--config",
+            str(config),
+            "--check-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"},
+    )
 
 
 def problems_of(document: dict[str, Any]) -> list[str]:
