@@ -4,7 +4,7 @@
     python -m bench storm|peer [--quick]   the whole-daemon storm / the APScheduler peer
     python -m bench storm+peer [--quick]   both, side by side with the ratios
     python -m bench storm+peer --n 10000   only that size (repeatable)
-    python -m bench schedule|journal|launchers|scheduler|api [--quick]
+    python -m bench schedule|journal|journal_pg|launchers|scheduler|api [--quick]
 
 ``--quick`` is the CI-sized run (storm and peer at N=1,000). The component benchmarks
 (``bench/<name>.py``) run as ``python -m bench.<name> [--quick]`` subprocesses; their own tables
@@ -27,7 +27,7 @@ from bench.common import Row, fmt, render_rows
 from bench.peer_apscheduler import PeerResult, peer_rows, run_peer
 from bench.storm import LauncherName, StormResult, run_storm, storm_rows, storm_sizes
 
-COMPONENTS = ("schedule", "journal", "launchers", "scheduler", "api")
+COMPONENTS = ("schedule", "journal", "journal_pg", "launchers", "scheduler", "api")
 WHOLE = ("storm", "peer")
 PEER_LAUNCHER: LauncherName = "command"
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from agentcron.core.models import RunErrorType
 from agentcron.core.timeutil import parse_duration
@@ -92,10 +93,52 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JournalConfig:
+    """Where the journal lives: ``url`` is a PostgreSQL database, ``None`` the SQLite file
+    ``journal.db`` in the state directory (the default)."""
+
+    url: str | None = None
+    password_file: Path | None = None
+
+    @property
+    def location(self) -> str | None:
+        """``url`` without its password (what may be shown or logged)."""
+        return None if self.url is None else redact_url(self.url)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     daemon: DaemonConfig
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     declarations: Declarations = field(default_factory=Declarations)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (``user:secret@`` or ``?password=``) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{_REDACTED}@{hosts}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        redacted = [(key, _REDACTED if key == "password" else value) for key, value in pairs]
+        query = urlencode(redacted, safe="/*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Not urlunsplit: it drops the empty host of "postgresql:///db?host=/dir".
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +303,7 @@ def parse_config(
     agents_table = top.get("agents", dict, {})
     environments_table = top.get("environments", dict, {})
     vaults_table = top.get("vaults", dict, {})
+    journal_table = top.get("journal", dict, {})
     top.finish()
 
     d = top.child(daemon_table, "daemon")
@@ -314,9 +358,33 @@ def parse_config(
         environments=_declared(top, environments_table, "environments", _environment),
         vaults=_declared(top, vaults_table, "vaults", _vault),
     )
+    jr = top.child(journal_table, "journal")
+    journal = _journal(jr)
+    jr.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(daemon=daemon, launcher=launcher, declarations=declarations)
+    return Config(daemon=daemon, launcher=launcher, declarations=declarations, journal=journal)
+
+
+def _journal(r: _Reader) -> JournalConfig:
+    url = r.get("url", str, None)
+    password_file = r.path("password_file", None)
+    if url is not None:
+        parts = urlsplit(url)
+        shown = redact_url(url)
+        if parts.scheme not in _POSTGRES_SCHEMES:
+            r.problem(
+                "url",
+                f"must be a PostgreSQL URL (postgresql://user@host/db or "
+                f"postgresql:///db?host=/run/postgresql), got {shown!r}",
+            )
+        elif not parts.path.strip("/"):
+            r.problem("url", f"must name the database (postgresql://.../DBNAME), got {shown!r}")
+        elif parts.fragment:
+            r.problem("url", f"must not have a #fragment, got {shown!r}")
+    elif password_file is not None:
+        r.problem("password_file", "is only used with journal.url (a PostgreSQL journal)")
+    return JournalConfig(url=url, password_file=password_file)
 
 
 def _declared(

@@ -34,7 +34,8 @@ from agentcron.config import Config, load_config
 from agentcron.errors import AgentcronError, ConfigError, StartupError
 from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agentcron.health import Reason
-from agentcron.journal import Journal, SqliteJournal
+from agentcron.journal import Journal, open_journal
+from agentcron.journal.postgres.password import load_journal_password
 from agentcron.launchers import create_launcher
 from agentcron.launchers.base import Launcher
 from agentcron.launchers.command_checks import declaration_problems
@@ -146,11 +147,13 @@ def read_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     config = load_config(args.config, environ=environ, overrides=overrides)
     if config.launcher.type == "managed_agents":
         load_api_key(config.launcher.managed_agents, environ)
+    load_journal_password(config.journal, environ)
     return config
 
 
 def effective_settings(config: Config) -> dict[str, Any]:
-    """The configuration as JSON-ready data (the API key is never part of it)."""
+    """The configuration as JSON-ready data (the API key and the journal's password are
+    never part of it)."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, Path):
@@ -164,6 +167,11 @@ def effective_settings(config: Config) -> dict[str, Any]:
     return {
         "daemon": plain(dataclasses.asdict(config.daemon)),
         "launcher": plain(dataclasses.asdict(config.launcher)),
+        "journal": {
+            "backend": "sqlite" if config.journal.url is None else "postgresql",
+            "url": config.journal.location,
+            "password_file": plain(config.journal.password_file),
+        },
         "agents": sorted(config.declarations.agents),
         "environments": sorted(config.declarations.environments),
         "vaults": sorted(config.declarations.vaults),
@@ -235,7 +243,9 @@ async def run_daemon(
     async with AsyncExitStack() as stack:
         stack.callback(lock.release)
         journal = await stack.enter_async_context(
-            SqliteJournal.open(daemon_cfg.state_dir / "journal.db", clock=clock)
+            open_journal(
+                config.journal, state_dir=daemon_cfg.state_dir, environ=environ, clock=clock
+            )
         )
         launcher = create_launcher(config, recorder=journal, clock=clock)
         await stack.enter_async_context(launcher)
@@ -260,7 +270,7 @@ async def run_daemon(
             manual_runs=runtime.firing,
             scheduler=scheduler,
             clock=clock,
-            journal_path=journal.path,
+            journal_path=journal.location,
             max_request_bytes=daemon_cfg.max_request_bytes,
             allowed_uids=daemon_cfg.allowed_uids,
             allowed_gids=daemon_cfg.allowed_gids,
@@ -302,6 +312,7 @@ async def run_daemon(
                 version=__version__,
                 socket=str(daemon_cfg.socket) if not inherited else "inherited",
                 state_dir=str(daemon_cfg.state_dir),
+                journal=journal.location,
                 launcher=config.launcher.type,
                 deployments=counts,
             )

@@ -43,7 +43,7 @@ def create_app(
     manual_runs: routes.ManualRuns,
     scheduler: routes.SchedulerHealth,
     clock: Clock,
-    journal_path: Path,
+    journal_path: Path | str,
     max_request_bytes: int = 10 * 1024 * 1024,
     allowed_uids: Collection[int] = (),
     allowed_gids: Collection[int] = (),

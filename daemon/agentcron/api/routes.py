@@ -47,7 +47,8 @@ SERVICE = web.AppKey("service", DeploymentService)
 MANUAL_RUNS = web.AppKey[ManualRuns]("manual_runs")
 SCHEDULER = web.AppKey[SchedulerHealth]("scheduler")
 CLOCK = web.AppKey[Clock]("clock")
-JOURNAL_PATH = web.AppKey("journal_path", Path)
+JOURNAL_PATH: web.AppKey[Path | str] = web.AppKey("journal_path")
+"""Where the journal lives: its file, or its database URL without the password."""
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
 
 routes = web.RouteTableDef()

@@ -13,8 +13,10 @@ session is created and *completed* after; only completed runs are visible to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -95,7 +97,7 @@ def _open_writer(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
-        row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        row = _switch_to_wal(conn)
         if row is None or str(row[0]).lower() != "wal":
             raise JournalError(f"journal: cannot switch {path.name} to WAL mode")
         _migrate(conn)
@@ -106,19 +108,56 @@ def _open_writer(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> Any:
+    """``PRAGMA journal_mode = WAL``, waiting like ``busy_timeout`` while another connection
+    is converting the same fresh file (SQLite answers that switch busy without waiting)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY"
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # in the opening thread, never on the event loop
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    row = conn.execute("PRAGMA user_version").fetchone()
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise JournalError(
-            f"journal.db was written by a newer agentcron (schema {version}, this version "
-            f"understands {SCHEMA_VERSION}); upgrade agentcron or restore a backup"
-        )
-    for step in range(version, SCHEMA_VERSION):
-        # executescript commits first; the script and the version move in one transaction.
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{MIGRATIONS[step]}\nPRAGMA user_version = {step + 1};\nCOMMIT;"
-        )
+    """Forward migrations, one transaction per step, each begun with the write lock so that
+    two starters at once migrate once: the second waits, then finds the version moved."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("PRAGMA user_version").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal.db was written by a newer agentcron (schema {version}, this "
+                    f"version understands {SCHEMA_VERSION}); upgrade agentcron or restore a backup"
+                )
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (``executescript`` would commit first)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer)
+            buffer = ""
+    return statements
 
 
 def _prepare_file(path: Path) -> None:

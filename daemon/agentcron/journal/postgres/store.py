@@ -1,0 +1,284 @@
+"""The PostgreSQL journal: deployments, runs and local sessions in a PostgreSQL database.
+
+``PostgresJournal.open`` connects, migrates (``agentcron.journal.postgres.schema``) and runs
+the group-commit writer (``agentcron.journal.postgres.writer``) on its own connection in its
+own task group while the journal is open (``async with``). All writes go through that writer;
+reads use a small pool, so a list never waits behind a write batch.
+
+The same contract as the SQLite journal (``agentcron.journal.protocol``): a run is *claimed*
+(an open row, unique per ``(deployment_id, scheduled_at)``) before its session is created and
+*completed* after; only completed runs are visible. The connection URL's password, and the
+password itself, appear in no message, log line or ``location``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import anyio
+import asyncpg
+
+from agentcron import ids
+from agentcron.clock import Clock
+from agentcron.config import redact_url
+from agentcron.core.models import (
+    AgentRef,
+    Deployment,
+    DeploymentRun,
+    RunError,
+    RunErrorType,
+    TriggerType,
+)
+from agentcron.errors import AgentcronError, JournalError
+from agentcron.journal.postgres.errors import FOREIGN
+from agentcron.journal.postgres.reads import JournalQueries
+from agentcron.journal.postgres.rows import DEPLOYMENT_MUTABLE, DEPLOYMENT_NAMES, deployment_values
+from agentcron.journal.postgres.schema import migrate
+from agentcron.journal.postgres.writer import GroupCommitWriter
+from agentcron.journal.postgres.writes import (
+    ClaimOp,
+    CompleteOp,
+    Fence,
+    RecoverOp,
+    SessionEndOp,
+    SessionStartOp,
+    StatementOp,
+)
+from agentcron.journal.protocol import RECOVERED_MESSAGE, Claim
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a connection (at open, and when the writer reconnects)."""
+COMMAND_TIMEOUT = 30.0
+"""Seconds a statement may take before it counts as the server being unavailable."""
+READ_POOL_SIZE = 4
+
+_INSERT_DEPLOYMENT = (
+    f"INSERT INTO deployments ({', '.join(DEPLOYMENT_NAMES)}) VALUES "
+    f"({', '.join(f'${n}' for n in range(1, len(DEPLOYMENT_NAMES) + 1))})"
+)
+_UPDATE_DEPLOYMENT = (
+    "UPDATE deployments SET "
+    + ", ".join(f"{name} = ${n}" for n, name in enumerate(DEPLOYMENT_MUTABLE, start=1))
+    + f" WHERE id = ${len(DEPLOYMENT_MUTABLE) + 1}"
+)
+
+
+class PostgresJournal(JournalQueries):
+    """The open PostgreSQL journal (implements ``agentcron.journal.Journal``).
+
+    Open with ``async with PostgresJournal.open(url, password=...) as journal:``; leaving the
+    block commits what is queued and closes the connections. Reads are in ``JournalQueries``.
+    """
+
+    def __init__(self, url: str, writer: GroupCommitWriter, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self._location = redact_url(url)
+        self._writer = writer
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        clock: Clock | None = None,
+        pool_size: int = READ_POOL_SIZE,
+    ) -> AsyncIterator[PostgresJournal]:
+        """Connect to the database at ``url`` (``postgresql://...``), migrate it and open the
+        journal for the ``async with`` block. ``password``, when given, is used instead of
+        one in the URL (libpq's ``PGPASSWORD`` and ``~/.pgpass`` apply otherwise).
+
+        Raises ``JournalError`` when the database is not usable now: unreachable, refusing
+        the login, written by a newer agentcron. ``clock`` is accepted for symmetry with the
+        SQLite journal (whose writer paces on it); this writer needs no clock.
+        """
+        location = redact_url(url)
+        settings = {"application_name": "agentcrond"}
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                url,
+                password=password,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings=settings,
+            )
+
+        conn: asyncpg.Connection | None = None
+        pool: asyncpg.Pool | None = None
+        try:
+            conn = await connect()
+            await migrate(conn, location)
+            pool = await asyncpg.create_pool(
+                url,
+                password=password,
+                min_size=1,
+                max_size=pool_size,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings=settings,
+            )
+        except BaseException as exc:
+            if pool is not None:
+                pool.terminate()
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, AgentcronError) or not isinstance(exc, (*FOREIGN, ValueError)):
+                raise
+            # At start every failure is fatal (the daemon exits and says why), not a 503.
+            raise JournalError(f"cannot open the journal {location}: {exc}") from exc
+        writer = GroupCommitWriter(conn, connect)
+        journal = cls(url, writer, pool)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(writer.run)
+                try:
+                    yield journal
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await writer.close()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close_pool(pool)
+
+    @property
+    def location(self) -> str:
+        """The database URL without its password."""
+        return self._location
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions committed since open (fewer than writes: group commit)."""
+        return self._writer.transactions
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes are failing right now, or ``None`` once the latest batch committed."""
+        return self._writer.write_failure
+
+    @property
+    def writer_connection(self) -> asyncpg.Connection | None:
+        """The writer's connection (``None`` while lost): for tests and maintenance only."""
+        return self._writer.connection
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def claim_run(
+        self,
+        *,
+        deployment_id: str,
+        agent: AgentRef,
+        trigger_type: TriggerType,
+        scheduled_at: datetime | None,
+        claimed_at: datetime,
+        fence: Fence | None = None,
+    ) -> Claim | None:
+        """Durably write an open run row; see ``Journal.claim_run``.
+
+        With ``fence`` (a leader's lease, for several daemons on one database) the claim is
+        written only if that lease is still held at that epoch when its transaction runs, and
+        records the epoch; otherwise it raises ``ServiceUnavailable`` and writes nothing.
+        """
+        if (trigger_type == TriggerType.SCHEDULE) != (scheduled_at is not None):
+            raise ValueError("scheduled_at is required for, and only for, scheduled runs")
+        claim = Claim(
+            run_id=ids.new_id(ids.RUN),
+            deployment_id=deployment_id,
+            agent=agent,
+            trigger_type=TriggerType(trigger_type),
+            scheduled_at=scheduled_at,
+        )
+        return await self._writer.submit(ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence))
+
+    async def complete_run(
+        self,
+        claim: Claim,
+        *,
+        session_id: str | None,
+        error: RunError | None,
+        completed_at: datetime,
+        last_run_at: datetime | None = None,
+    ) -> DeploymentRun:
+        """Record the outcome of an open claim; see ``Journal.complete_run``."""
+        if (session_id is None) == (error is None):
+            raise ValueError("exactly one of session_id and error must be given")
+        return await self._writer.submit(
+            CompleteOp(
+                claim=claim,
+                session_id=session_id,
+                error=error,
+                completed_at=completed_at,
+                last_run_at=last_run_at,
+            )
+        )
+
+    async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
+        """Complete every open claim as ``service_unavailable``; return those runs."""
+        outcome = RunError(type=RunErrorType.SERVICE_UNAVAILABLE.value, message=RECOVERED_MESSAGE)
+        return await self._writer.submit(RecoverOp(outcome=outcome, completed_at=now))
+
+    # --- deployments -------------------------------------------------------------------------
+
+    async def insert_deployment(self, deployment: Deployment) -> None:
+        """Store a new deployment."""
+        values = deployment_values(deployment)
+        row = [values[name] for name in DEPLOYMENT_NAMES]
+        await self._writer.submit(StatementOp(statements=[(_INSERT_DEPLOYMENT, row)]))
+
+    async def update_deployment(self, deployment: Deployment) -> None:
+        """Write every service-owned column of ``deployment`` (not ``last_run_at``).
+
+        Raises ``NotFound`` if it does not exist.
+        """
+        values = deployment_values(deployment)
+        row = [values[name] for name in (*DEPLOYMENT_MUTABLE, "id")]
+        await self._writer.submit(
+            StatementOp(
+                statements=[(_UPDATE_DEPLOYMENT, row)],
+                expect_rows=1,
+                missing=f"deployment {deployment.id} not found",
+            )
+        )
+
+    # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------
+
+    def session_started(
+        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+    ) -> None:
+        """Queue the record that local session ``session_id`` started as process ``pid``."""
+        self._writer.submit_nowait(
+            SessionStartOp(
+                session_id=session_id,
+                run_id=run_id,
+                deployment_id=deployment_id,
+                pid=pid,
+                started_at=started_at,
+            )
+        )
+
+    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+        """Queue a local session's exit status (negative: killed by that signal)."""
+        self._writer.submit_nowait(
+            SessionEndOp(session_id=session_id, exit_status=exit_status, ended_at=ended_at)
+        )
+
+    async def flush(self) -> None:
+        """Return once every write queued so far has committed (or failed)."""
+        await self._writer.submit(StatementOp(statements=[]))
+
+    def __repr__(self) -> str:
+        return f"PostgresJournal({self._location!r})"
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close the read pool gracefully, or drop it (a server gone away, a stuck read)."""
+    with anyio.move_on_after(CONNECT_TIMEOUT) as scope:
+        try:
+            await pool.close()
+        except (*FOREIGN, ValueError):
+            pool.terminate()
+    if scope.cancelled_caught:
+        pool.terminate()

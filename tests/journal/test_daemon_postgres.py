@@ -1,0 +1,82 @@
+"""``agentcrond`` on a PostgreSQL journal, end to end: config, password, restart, health."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon_harness import (
+    DaemonProcess,
+    create_body,
+    list_all_runs,
+    running_daemon,
+    write_config,
+)
+from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
+
+
+@pytest.fixture
+def password_database(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    name = postgres_cluster.create_database(owner=PASSWORD_USER)
+    try:
+        yield name
+    finally:
+        postgres_cluster.drop_database(name)
+
+
+def test_the_daemon_keeps_its_journal_in_postgresql_and_never_shows_the_password(
+    tmp_path: Path, postgres_cluster: PostgresCluster, password_database: str
+) -> None:
+    """Deployments and runs survive a restart in the database; health names the database
+    with the URL's password hidden; neither password reaches the log."""
+    password_file = tmp_path / "journal-password"
+    password_file.write_text(PASSWORD + "\n")
+    url = postgres_cluster.url(password_database, user=f"{PASSWORD_USER}:inline-secret")
+    config = write_config(tmp_path)
+    with config.open("a") as handle:
+        handle.write(f"\n[journal]\nurl = '{url}'\npassword_file = '{password_file}'\n")
+
+    with running_daemon(tmp_path, config) as daemon:
+        status, deployment = daemon.request("POST", "/v1/deployments", create_body("pg", cron=None))
+        assert status == 200, deployment
+        status, run = daemon.request("POST", f"/v1/deployments/{deployment['id']}/run")
+        assert status == 200, run
+        assert run["session_id"] is not None, run
+        status, health = daemon.request("GET", "/v1/health")
+        assert status == 200
+        assert health["journal"] == postgres_cluster.url(
+            password_database, user=f"{PASSWORD_USER}:***"
+        )
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert not (tmp_path / "state" / "journal.db").exists()
+
+        daemon.start()
+        status, again = daemon.request("GET", f"/v1/deployments/{deployment['id']}")
+        assert status == 200
+        assert again == deployment
+        assert [stored["id"] for stored in list_all_runs(daemon)] == [run["id"]]
+        assert daemon.stop(signal.SIGTERM) == 0
+        logs = daemon.logs()
+    assert PASSWORD not in logs
+    assert "inline-secret" not in logs
+    assert "daemon_ready" in logs
+
+
+def test_the_daemon_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with config.open("a") as handle:
+        handle.write(f"\n[journal]\nurl = 'postgresql://u:pw-here@/db?host={tmp_path}'\n")
+    daemon = DaemonProcess(tmp_path, config)
+    try:
+        daemon.start(wait_ready=False)
+        assert daemon.process is not None
+        assert daemon.process.wait(timeout=60) == 1
+    finally:
+        daemon.close()
+    logs = daemon.logs()
+    assert "daemon_failed" in logs
+    assert "cannot open the journal postgresql://u:***@/db" in logs
+    assert "pw-here" not in logs
