@@ -20,7 +20,6 @@ from datetime import datetime
 import anyio
 import asyncpg
 
-from agentcron import ids
 from agentcron.clock import Clock
 from agentcron.config import redact_url
 from agentcron.core.models import (
@@ -28,7 +27,6 @@ from agentcron.core.models import (
     Deployment,
     DeploymentRun,
     RunError,
-    RunErrorType,
     TriggerType,
 )
 from agentcron.errors import AgentcronError, JournalError
@@ -46,7 +44,8 @@ from agentcron.journal.postgres.writes import (
     SessionStartOp,
     StatementOp,
 )
-from agentcron.journal.protocol import RECOVERED_MESSAGE, Claim
+from agentcron.journal.protocol import Claim
+from agentcron.journal.rows import RECOVERED_ERROR, check_outcome, new_claim
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a connection (at open, and when the writer reconnects)."""
@@ -182,13 +181,10 @@ class PostgresJournal(JournalQueries):
         written only if that lease is still held at that epoch when its transaction runs, and
         records the epoch; otherwise it raises ``ServiceUnavailable`` and writes nothing.
         """
-        if (trigger_type == TriggerType.SCHEDULE) != (scheduled_at is not None):
-            raise ValueError("scheduled_at is required for, and only for, scheduled runs")
-        claim = Claim(
-            run_id=ids.new_id(ids.RUN),
+        claim = new_claim(
             deployment_id=deployment_id,
             agent=agent,
-            trigger_type=TriggerType(trigger_type),
+            trigger_type=trigger_type,
             scheduled_at=scheduled_at,
         )
         return await self._writer.submit(ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence))
@@ -203,8 +199,7 @@ class PostgresJournal(JournalQueries):
         last_run_at: datetime | None = None,
     ) -> DeploymentRun:
         """Record the outcome of an open claim; see ``Journal.complete_run``."""
-        if (session_id is None) == (error is None):
-            raise ValueError("exactly one of session_id and error must be given")
+        check_outcome(session_id, error)
         return await self._writer.submit(
             CompleteOp(
                 claim=claim,
@@ -217,8 +212,7 @@ class PostgresJournal(JournalQueries):
 
     async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
         """Complete every open claim as ``service_unavailable``; return those runs."""
-        outcome = RunError(type=RunErrorType.SERVICE_UNAVAILABLE.value, message=RECOVERED_MESSAGE)
-        return await self._writer.submit(RecoverOp(outcome=outcome, completed_at=now))
+        return await self._writer.submit(RecoverOp(outcome=RECOVERED_ERROR, completed_at=now))
 
     # --- deployments -------------------------------------------------------------------------
 

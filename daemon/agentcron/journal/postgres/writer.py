@@ -29,6 +29,7 @@ import asyncpg
 import structlog
 
 from agentcron.errors import AgentcronError, JournalError, ServiceUnavailable
+from agentcron.journal.batches import fail_queued, settle_batch, write_failure_after
 from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors, translate
 
 log = structlog.get_logger(__name__)
@@ -132,9 +133,7 @@ class GroupCommitWriter:
             await self._commit_until_closed()
         finally:
             self._closing = True
-            for _, future in self._queue:
-                if future is not None and not future.done():
-                    future.set_exception(JournalError("the journal is closed"))
+            fail_queued(self._queue)
             self._queue.clear()
             self._stopped.set()
 
@@ -147,21 +146,10 @@ class GroupCommitWriter:
                 del self._queue[: self._max_batch]
                 ops = [op for op, _ in batch]
                 errors = await self._commit_batch(ops)
-                self._note_outcome(errors)
-                for (op, future), error in zip(batch, errors, strict=True):
-                    if future is not None:
-                        _settle(future, op, error)
-                    elif error is not None:
-                        log.error("journal_write_failed", write=op.describe(), error=str(error))
+                self.write_failure = write_failure_after(self.write_failure, errors)
+                settle_batch(batch, errors)
             if self._closing:
                 return
-
-    def _note_outcome(self, errors: list[AgentcronError | None]) -> None:
-        unavailable = [error for error in errors if isinstance(error, ServiceUnavailable)]
-        if unavailable:
-            self.write_failure = unavailable[-1].message
-        elif any(error is None for error in errors):
-            self.write_failure = None
 
     async def _commit_batch(self, ops: list[WriteOp[Any]]) -> list[AgentcronError | None]:
         """One transaction for ``ops``, or one each if that fails; per op, the error its
@@ -215,12 +203,3 @@ class GroupCommitWriter:
         if conn is not None and (conn.is_closed() or conn.is_in_transaction()):
             conn.terminate()
             self._conn = None
-
-
-def _settle(future: asyncio.Future[R], op: WriteOp[R], error: AgentcronError | None) -> None:
-    if future.done():  # the caller was cancelled; the write happened (or failed) anyway
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(op.result)

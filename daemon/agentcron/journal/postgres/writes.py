@@ -16,6 +16,7 @@ from agentcron.journal.postgres.errors import MISSING_DEPLOYMENT
 from agentcron.journal.postgres.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.postgres.writer import WriteOp
 from agentcron.journal.protocol import Claim
+from agentcron.journal.rows import completed_run
 
 # A claim is inserted only for a stored deployment (the join) and only if its occurrence has
 # no run yet (ON CONFLICT on the unique (deployment_id, scheduled_at)); RETURNING names the
@@ -181,16 +182,8 @@ class CompleteOp(WriteOp[DeploymentRun]):
             if first[op.claim.run_id] is not op or op.claim.run_id not in completed:
                 op.failure = JournalError(f"run {op.claim.run_id} is not an open claim")
                 continue
-            claim = op.claim
-            op.result = DeploymentRun(
-                id=claim.run_id,
-                deployment_id=claim.deployment_id,
-                agent=claim.agent,
-                trigger_type=claim.trigger_type,
-                scheduled_at=claim.scheduled_at,
-                session_id=op.session_id,
-                error=op.error,
-                created_at=op.completed_at,
+            op.result = completed_run(
+                op.claim, session_id=op.session_id, error=op.error, completed_at=op.completed_at
             )
 
     def describe(self) -> str:

@@ -26,19 +26,18 @@ from typing import Any, TypeVar
 import aiosqlite
 import anyio
 
-from agentcron import ids
 from agentcron.clock import Clock, SystemClock
 from agentcron.core.models import (
     AgentRef,
     Deployment,
     DeploymentRun,
     RunError,
-    RunErrorType,
     TriggerType,
 )
 from agentcron.core.timeutil import to_micros
 from agentcron.errors import JournalError
-from agentcron.journal.protocol import RECOVERED_MESSAGE, Claim
+from agentcron.journal.protocol import Claim
+from agentcron.journal.rows import RECOVERED_ERROR, check_outcome, new_claim
 from agentcron.journal.sqlite.reads import JournalQueries
 from agentcron.journal.sqlite.rows import (
     DEPLOYMENT_COLUMNS,
@@ -257,13 +256,10 @@ class SqliteJournal(JournalQueries):
         claimed_at: datetime,
     ) -> Claim | None:
         """Durably write an open run row; see ``Journal.claim_run``."""
-        if (trigger_type == TriggerType.SCHEDULE) != (scheduled_at is not None):
-            raise ValueError("scheduled_at is required for, and only for, scheduled runs")
-        claim = Claim(
-            run_id=ids.new_id(ids.RUN),
+        claim = new_claim(
             deployment_id=deployment_id,
             agent=agent,
-            trigger_type=TriggerType(trigger_type),
+            trigger_type=trigger_type,
             scheduled_at=scheduled_at,
         )
         return await self._writer.submit(
@@ -284,8 +280,7 @@ class SqliteJournal(JournalQueries):
         last_run_at: datetime | None = None,
     ) -> DeploymentRun:
         """Record the outcome of an open claim; see ``Journal.complete_run``."""
-        if (session_id is None) == (error is None):
-            raise ValueError("exactly one of session_id and error must be given")
+        check_outcome(session_id, error)
         return await self._writer.submit(
             CompleteOp(
                 claim=claim,
@@ -300,8 +295,9 @@ class SqliteJournal(JournalQueries):
     async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
         """Complete every open claim (left by a daemon that stopped between claiming and
         confirming a session) as ``service_unavailable``; return those runs."""
-        error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE.value, message=RECOVERED_MESSAGE)
-        return await self._writer.submit(RecoverOp(error=error, completed_at=to_micros(now)))
+        return await self._writer.submit(
+            RecoverOp(error=RECOVERED_ERROR, completed_at=to_micros(now))
+        )
 
     # --- deployments (the service's row-level writes) ----------------------------------------
 

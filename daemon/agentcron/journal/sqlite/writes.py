@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from agentcron.core.models import DeploymentRun, RunError
 from agentcron.errors import JournalError, NotFound
 from agentcron.journal.protocol import Claim
+from agentcron.journal.rows import completed_run
 from agentcron.journal.sqlite.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.sqlite.writer import WriteOp
 
@@ -110,16 +111,8 @@ class CompleteOp(WriteOp[DeploymentRun]):
         if last_runs:
             conn.executemany(_LAST_RUN_AT, last_runs)
         for op in ops:
-            claim = op.claim
-            op.result = DeploymentRun(
-                id=claim.run_id,
-                deployment_id=claim.deployment_id,
-                agent=claim.agent,
-                trigger_type=claim.trigger_type,
-                scheduled_at=claim.scheduled_at,
-                session_id=op.session_id,
-                error=op.error,
-                created_at=op.completed_at,
+            op.result = completed_run(
+                op.claim, session_id=op.session_id, error=op.error, completed_at=op.completed_at
             )
 
     def describe(self) -> str:
