@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.daemon_harness import (
@@ -27,6 +28,7 @@ from tests.daemon_harness import (
     running_daemon,
     write_config,
 )
+from tests.hosted_api import Fault, HostedApi
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -67,13 +69,14 @@ def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
         ("[daemon]\nflavour = 'x'\n", "daemon.flavour: unknown key"),
         ("[daemon]\nmax_deployments = 'lots'\n", "daemon.max_deployments: expected an integer"),
         ("[daemon]\nmisfire_grace = 'a while'\n", "daemon.misfire_grace:"),
+        ("[launcher]\nmax_concurrent_creations = 0\n", "launcher.max_concurrent_creations:"),
         (
             "[launcher]\ntype = 'managed_agents'\n[launcher.managed_agents]\n"
             "api_key_file = '/nonexistent/agentcron-key'\n",
             "launcher.managed_agents.api_key_file",
         ),
     ],
-    ids=["unknown-key", "wrong-type", "bad-duration", "unreadable-api-key-file"],
+    ids=["unknown-key", "wrong-type", "bad-duration", "zero-creations", "unreadable-api-key-file"],
 )
 def test_check_config_rejects_bad_configs_naming_the_key(
     tmp_path: Path, text: str, named: str
@@ -85,12 +88,17 @@ def test_check_config_rejects_bad_configs_naming_the_key(
 
 
 def test_check_config_prints_the_effective_settings(tmp_path: Path) -> None:
-    result = check_config(tmp_path, "[daemon]\nmax_jitter = '3s'\nlog_level = 'debug'\n")
+    result = check_config(
+        tmp_path,
+        "[daemon]\nmax_jitter = '3s'\nlog_level = 'debug'\n"
+        "[launcher]\nmax_concurrent_creations = 32\n",
+    )
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["daemon"]["max_jitter"] == 3.0
     assert settings["daemon"]["log_level"] == "debug"
     assert settings["launcher"]["type"] == "command"
+    assert settings["launcher"]["max_concurrent_creations"] == 32
 
 
 def test_ready_status_watchdog_and_stopping_reach_systemd(tmp_path: Path) -> None:
@@ -288,3 +296,50 @@ def test_the_session_spawner_leaves_with_a_killed_daemon(tmp_path: Path) -> None
         assert process_exited(helper), "the spawner outlived its daemon"
     finally:
         daemon.close()
+
+
+async def test_a_burst_keeps_at_most_max_concurrent_creations_in_flight(tmp_path: Path) -> None:
+    """``[launcher] max_concurrent_creations`` bounds the scheduled session creations that run
+    at once: eight deployments due at one instant reach a slow hosted API three at a time."""
+    count, limit = 8, 3
+    async with HostedApi(record=False, session_fault=Fault.SLOW, slow_seconds=0.5) as api:
+        api.add_agent("agent_rec")
+        api.add_environment("env_local")
+        config = tmp_path / "agentcron.toml"
+        config.write_text(
+            f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+socket = "{tmp_path / "run" / "control.sock"}"
+max_jitter = "0s"
+log_format = "json"
+
+[launcher]
+type = "managed_agents"
+max_concurrent_creations = {limit}
+
+[launcher.managed_agents]
+base_url = "{api.base_url}"
+"""
+        )
+        daemon = DaemonProcess(tmp_path, config, env={"ANTHROPIC_API_KEY": api.api_key})
+        try:
+            await anyio.to_thread.run_sync(daemon.start)
+            for index in range(count):
+                body = create_body(f"burst {index}")
+                status, created = await anyio.to_thread.run_sync(
+                    daemon.request, "POST", "/v1/deployments", body
+                )
+                assert status == 200, created
+            deadline = time.monotonic() + 150  # the next minute boundary, or the one after
+            runs: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and len(runs) < count:
+                await anyio.sleep(0.5)
+                runs = await anyio.to_thread.run_sync(
+                    list_all_runs, daemon, "&trigger_type=schedule"
+                )
+            assert len(runs) >= count, daemon.logs()[-3000:]
+            assert all(run["session_id"] for run in runs), runs
+            assert api.max_sessions_in_flight == limit
+        finally:
+            await anyio.to_thread.run_sync(daemon.close)

@@ -173,6 +173,7 @@ async def run_daemon(
             max_jitter=daemon_cfg.max_jitter,
             misfire_grace=daemon_cfg.misfire_grace,
             auto_pause_on=daemon_cfg.auto_pause_on,
+            max_concurrent_fires=config.launcher.max_concurrent_creations,
             max_sleep=max_sleep,
             shutdown_grace=config.launcher.stop_grace,
             heartbeat=notifier.watchdog,
