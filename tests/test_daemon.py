@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
+from agentcron.daemon import GC_THRESHOLDS
 from tests.daemon_harness import (
     DaemonProcess,
     child_processes,
@@ -343,3 +345,27 @@ base_url = "{api.base_url}"
             assert api.max_sessions_in_flight == limit
         finally:
             await anyio.to_thread.run_sync(daemon.close)
+
+
+class _GcReportingDaemon(DaemonProcess):
+    """The daemon with an exit hook that logs the cyclic collector's thresholds."""
+
+    def daemon_command(self) -> list[str]:
+        script = (
+            "import atexit, gc, sys; atexit.register(lambda: print("
+            "'gc_threshold', *gc.get_threshold(), file=sys.stderr, flush=True)); "
+            "from agentcron.daemon import main; raise SystemExit(main())"
+        )
+        return [sys.executable, "-c", script, "--config", str(self.config)]
+
+
+def test_the_daemon_runs_with_the_young_collection_threshold_raised(tmp_path: Path) -> None:
+    """``GC_THRESHOLDS`` is in force in the running daemon (why: docs/benchmarks.md)."""
+    assert GC_THRESHOLDS[0] > gc.get_threshold()[0], "higher than this test process's"
+    daemon = _GcReportingDaemon(tmp_path, write_config(tmp_path))
+    try:
+        daemon.start()
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert "gc_threshold " + " ".join(map(str, GC_THRESHOLDS)) in daemon.logs()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -43,6 +44,17 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 STATUS_INTERVAL = 10.0
+GC_THRESHOLDS = (50_000, 10, 10)
+"""The cyclic collector's thresholds (CPython's default is ``(700, 10, 10)``).
+
+The youngest generation is collected when the tracked objects allocated and not yet freed
+exceed the first number. A fire storm keeps hundreds of creations in flight, each holding
+a few dozen live objects, so at 700 the collector ran about once per fire and rescanned that
+in-flight state each time, and the frequent promotions triggered full collections over every
+deployment copy: in a 10,000-fire burst this took about a quarter of the event loop's time.
+At 50,000 it runs about once per burst; objects freed by reference counting (nearly all of
+them) never wait for it, and cyclic garbage waits at most that many allocations.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(effective_settings(config), indent=2))
         return EXIT_OK
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    gc.set_threshold(*GC_THRESHOLDS)
     notifier = Notifier(environ)
     try:
         anyio.run(
