@@ -337,12 +337,15 @@ async def _measure(
 
 def read_back_ms(socket_path: Path, minute: datetime, deployment_ids: set[str]) -> list[float]:
     """``created_at - scheduled_at`` (ms) of every scheduled run of ``minute`` among
-    ``deployment_ids``, read through the official SDK over the socket, all pages."""
+    ``deployment_ids``, read through the official SDK over the socket, all pages.
+
+    The deployments fire every minute: on a loaded machine a slow storm's read-back can meet
+    the next minute's storm, so a page may take long (the SDK's own default timeout)."""
     with anthropic.Anthropic(
         api_key="local",
         base_url="http://localhost",
         http_client=httpx2.Client(transport=httpx2.HTTPTransport(uds=str(socket_path))),
-        timeout=120.0,
+        timeout=600.0,
     ) as client:
         delays: list[float] = []
         for run in client.beta.deployment_runs.list(trigger_type="schedule", limit=1000):
