@@ -4,6 +4,10 @@
     python -m bench storm|peer [--quick]   the whole-daemon storm / the APScheduler peer
     python -m bench storm+peer [--quick]   both, side by side with the ratios
     python -m bench storm+peer --n 10000   only that size (repeatable)
+    python -m bench storm --max-jitter 0 --n 2000 --n 10000
+                                           every deployment due at one instant: the runs'
+                                           created_at - scheduled_at, read through the SDK
+    python -m bench storm --launcher managed_agents   one launcher (repeatable; default both)
     python -m bench schedule|journal|journal_pg|launchers|scheduler|api [--quick]
 
 ``--quick`` is the CI-sized run (storm and peer at N=1,000). The component benchmarks
@@ -25,7 +29,15 @@ import anyio
 
 from bench.common import Row, fmt, render_rows
 from bench.peer_apscheduler import PeerResult, peer_rows, run_peer
-from bench.storm import LauncherName, StormResult, run_storm, storm_rows, storm_sizes
+from bench.storm import (
+    LauncherName,
+    StormResult,
+    floor_rows,
+    run_storm,
+    storm_rows,
+    storm_sizes,
+    wants_floor,
+)
 
 COMPONENTS = ("schedule", "journal", "journal_pg", "launchers", "scheduler", "api")
 WHOLE = ("storm", "peer")
@@ -94,23 +106,32 @@ def ratio_rows(storm: StormResult, peer: PeerResult) -> list[Row]:
     ]
 
 
-def run_whole(which: Sequence[str], quick: bool, sizes: Sequence[int] = ()) -> list[Row]:
+def run_whole(
+    which: Sequence[str],
+    quick: bool,
+    sizes: Sequence[int] = (),
+    *,
+    launchers: Sequence[LauncherName] = ("command", "managed_agents"),
+    max_jitter: float = 10.0,
+) -> list[Row]:
     rows: list[Row] = []
     storms: dict[tuple[str, int], StormResult] = {}
+    floors: dict[tuple[str, int], list[Row]] = {}
     peers: dict[int, PeerResult] = {}
     if "storm" in which:
-        launchers: tuple[LauncherName, ...] = ("command", "managed_agents")
         for launcher in launchers:
             for n in sizes or storm_sizes(quick):
-                result = anyio.run(functools.partial(run_storm, n, launcher))
+                storm = functools.partial(run_storm, n, launcher, max_jitter=max_jitter)
+                result = anyio.run(storm)
                 storms[(launcher, n)] = result
-                _show(storm_rows(result))
+                floors[(launcher, n)] = floor_rows(result) if wants_floor(result) else []
+                _show(storm_rows(result) + floors[(launcher, n)])
     if "peer" in which:
         for n in sizes or peer_sizes(quick):
             peers[n] = run_peer(n)
             _show(peer_rows(peers[n]))
-    for result in storms.values():
-        rows += storm_rows(result)
+    for key, result in storms.items():
+        rows += storm_rows(result) + floors[key]
     for n, peer in peers.items():
         rows += peer_rows(peer)
         ours = storms.get((PEER_LAUNCHER, n))
@@ -134,6 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--n", type=int, action="append", default=[], help="storm/peer size (repeatable)"
     )
+    parser.add_argument(
+        "--launcher",
+        choices=["command", "managed_agents"],
+        action="append",
+        default=[],
+        help="storm launcher (repeatable; default both)",
+    )
+    parser.add_argument(
+        "--max-jitter",
+        type=float,
+        default=10.0,
+        help="the storm daemon's max_jitter in seconds (0: all due at the minute boundary)",
+    )
     args = parser.parse_args(argv)
     if args.which == "all":
         components, whole = list(COMPONENTS), list(WHOLE)
@@ -146,7 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: list[Row] = []
     if whole:  # first: the components' clean-up would slow the storm's file creation
         print(f"== {' + '.join(whole)}", flush=True)
-        summary += run_whole(whole, args.quick, args.n)
+        launchers = tuple(args.launcher) or ("command", "managed_agents")
+        summary += run_whole(
+            whole, args.quick, args.n, launchers=launchers, max_jitter=args.max_jitter
+        )
     for name in components:
         print(f"== bench.{name}", flush=True)
         row, output = run_component(name, args.quick)

@@ -112,6 +112,15 @@ def host_steal_s() -> float:
     return int(fields[8]) / _CLOCK_TICKS if len(fields) > 8 else math.nan
 
 
+def host_busy_s() -> float:
+    """CPU seconds all cores of this machine have been busy since boot (every ``/proc/stat``
+    field but idle and iowait). The difference over a run, minus what the benchmark's own
+    processes used, is what everything else on the machine took meanwhile."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
 

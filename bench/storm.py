@@ -9,8 +9,9 @@ after the last create; every deployment fires in it at ``scheduled_at + jitter``
 Per launcher:
 
 - ``command``: the agent is ``/bin/true``; a session is one child process.
-- ``managed_agents``: the loopback stand-in of the hosted API (``tests.support.hosted_api``) in this
-  process; the key reaches the daemon through ``ANTHROPIC_API_KEY``.
+- ``managed_agents``: the loopback stand-in of the hosted API
+  (``python -m tests.support.hosted_api``, its own process, no delay); the key reaches the
+  daemon through ``ANTHROPIC_API_KEY``.
 
 Measured from the daemon's own ``run_fired`` JSON log lines of that minute: fire lag
 (``lag_ms`` = launcher call start minus ``scheduled_at + jitter``), and the time from the last
@@ -19,17 +20,31 @@ completed (the line's timestamp, written after the completion is committed). Dae
 CPU come from ``/proc/<pid>``; CPU is counted from one second before the minute until the last
 run completed. With ``command``, the session spawner (the daemon's helper process that starts
 the children) is reported on its own rows: its whole CPU time, as it starts with the first fire.
+With ``managed_agents``, the stand-in's CPU over the same window has a row too. Every storm
+also reports what every other process on the machine used over that window (the machine is
+shared: this is the noise).
 
-``python -m bench.storm [--quick] [--n N ...] [--launcher command|managed_agents]``.
+Beside the fire lag, the figure a user sees: each run of the minute read back through the
+official ``anthropic`` SDK (``client.beta.deployment_runs.list`` over the socket, SPEC §5), its
+``created_at`` (when the outcome was recorded) minus its ``trigger_context.scheduled_at``. With
+``--max-jitter 0`` every deployment is due at the minute boundary itself, so this is how long the
+last of N simultaneous runs waits for its record. A zero-jitter ``managed_agents`` storm is
+followed by the same burst against the stand-in alone (``bench.stand_in``) and the ratio of the
+two: how far above the stand-in's own floor the daemon is.
+
+``python -m bench.storm [--quick] [--n N ...] [--launcher command|managed_agents]
+[--max-jitter SECONDS]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import math
+import os
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,10 +54,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
+import anthropic
 import anyio
+import httpx2
 from tests.support.daemon_harness import DaemonProcess, child_processes, create_body
-from tests.support.hosted_api import HostedApi
 
+from agentcron.config import DEFAULT_MAX_CONCURRENT_CREATIONS
 from agentcron.core.jitter import jitter_offset
 from agentcron.core.timeutil import parse_ts
 from bench.common import (
@@ -51,11 +68,13 @@ from bench.common import (
     Spread,
     Stopwatch,
     file_create_us,
+    host_busy_s,
     host_steal_s,
     process_usage,
     render_rows,
     scratch_dir,
 )
+from bench.stand_in import StandIn, run_stand_in, stand_in_process, stand_in_rows
 
 LauncherName = Literal["command", "managed_agents"]
 CONNECTIONS = 16
@@ -81,6 +100,11 @@ class StormResult:
     minute: str
     file_create_us: float  # one new file in the sessions directory, just before the run
     steal_s: float  # CPU the hypervisor took from both cores over the same window as cpu_s
+    others_cpu_s: float  # CPU every other process on the machine used over that window
+    max_jitter: float
+    recorded_ms: Spread  # created_at - scheduled_at of the minute's runs, read through the SDK
+    stand_in_cpu_s: float  # the managed_agents stand-in's process over the window; nan: none
+    in_flight: int | None = None  # [launcher] max_concurrent_creations; None: the default
 
 
 def write_storm_config(
@@ -90,8 +114,11 @@ def write_storm_config(
     n: int,
     max_jitter: float,
     base_url: str = "",
+    in_flight: int | None = None,
 ) -> Path:
-    """A daemon config for the storm; its paths are the ones ``DaemonProcess`` expects."""
+    """A daemon config for the storm; its paths are the ones ``DaemonProcess`` expects.
+
+    ``in_flight`` sets ``[launcher] max_concurrent_creations`` (``None``: the default)."""
     managed = (
         f'\n[launcher.managed_agents]\nbase_url = "{base_url}"\ntimeout = "30s"\n'
         if launcher == "managed_agents"
@@ -112,6 +139,7 @@ log_level = "info"
 type = "{launcher}"
 max_concurrent_sessions = 4096
 stop_grace = "2s"
+{"" if in_flight is None else f"max_concurrent_creations = {in_flight}"}
 {managed}
 [agents.agent_rec]
 version = 1
@@ -177,13 +205,11 @@ class LogTail:
 
 
 @asynccontextmanager
-async def _stand_in(launcher: LauncherName) -> AsyncIterator[HostedApi | None]:
+async def _stand_in(launcher: LauncherName) -> AsyncIterator[StandIn | None]:
     if launcher != "managed_agents":
         yield None
         return
-    async with HostedApi(record=False) as api:
-        api.add_agent("agent_rec")
-        api.add_environment("env_local")
+    async with stand_in_process() as api:
         yield api
 
 
@@ -193,7 +219,12 @@ def _next_minute(after: datetime) -> datetime:
 
 
 async def run_storm(
-    n: int, launcher: LauncherName, *, max_jitter: float = 10.0, profile: Path | None = None
+    n: int,
+    launcher: LauncherName,
+    *,
+    max_jitter: float = 10.0,
+    profile: Path | None = None,
+    in_flight: int | None = None,
 ) -> StormResult:
     """One storm of ``n`` deployments through ``launcher``; see the module docstring."""
     directory = scratch_dir("agentcron-storm-")
@@ -205,6 +236,7 @@ async def run_storm(
             n=n,
             max_jitter=max_jitter,
             base_url=api.base_url if api else "",
+            in_flight=in_flight,
         )
         env = {"ANTHROPIC_API_KEY": api.api_key} if api else {}
         daemon = DaemonProcess(directory, config, env=env)
@@ -213,7 +245,16 @@ async def run_storm(
                 await anyio.to_thread.run_sync(daemon.start)
             except AssertionError as exc:  # no READY=1: say why the daemon did not start
                 raise RuntimeError(f"agentcrond did not start:\n{daemon.logs()[-3000:]}") from exc
-            return await _measure(daemon, n, launcher, max_jitter, profile, create_us=create_us)
+            result = await _measure(
+                daemon,
+                n,
+                launcher,
+                max_jitter,
+                profile,
+                create_us=create_us,
+                stand_in_pid=api.pid if api else None,
+            )
+            return dataclasses.replace(result, in_flight=in_flight)
         finally:
             await anyio.to_thread.run_sync(daemon.close)
 
@@ -226,6 +267,7 @@ async def _measure(
     profile: Path | None,
     *,
     create_us: float,
+    stand_in_pid: int | None,
 ) -> StormResult:
     with Stopwatch() as creating:
         ids = await create_deployments(daemon.socket_path, n)
@@ -233,7 +275,10 @@ async def _measure(
     last_due = max(minute + timedelta(seconds=jitter_offset(i, max_jitter)) for i in ids)
     await _sleep_until(minute - timedelta(seconds=1))
     before = process_usage(daemon.pid)
+    own_before = _own_cpu_s()
+    stand_in_before = process_usage(stand_in_pid).cpu_s if stand_in_pid else math.nan
     steal_before = host_steal_s()
+    busy_before = host_busy_s()
     profiler = _start_profiler(daemon.pid, profile, max_jitter + 10) if profile else None
     tail = LogTail(daemon.log_path)
     deadline = last_due + timedelta(seconds=SETTLE)
@@ -245,8 +290,13 @@ async def _measure(
         if len(mine) >= n:
             break
     after = process_usage(daemon.pid)
+    own_cpu = _own_cpu_s() - own_before
+    stand_in_cpu = process_usage(stand_in_pid).cpu_s - stand_in_before if stand_in_pid else 0.0
     steal = host_steal_s() - steal_before
+    busy = host_busy_s() - busy_before
     spawner = _spawner_usage(daemon.pid)
+    spawner_cpu = 0.0 if math.isnan(spawner.cpu_s) else spawner.cpu_s
+    ours = after.cpu_s - before.cpu_s + own_cpu + stand_in_cpu + spawner_cpu
     if profiler is not None:
         await anyio.to_thread.run_sync(profiler.wait)
     status, health = await anyio.to_thread.run_sync(daemon.request, "GET", "/v1/health")
@@ -256,6 +306,7 @@ async def _measure(
     else:
         last_done = max(datetime.fromisoformat(e["timestamp"]) for e in mine)
         completed = (last_done - last_due).total_seconds()
+    recorded = await anyio.to_thread.run_sync(read_back_ms, daemon.socket_path, minute, set(ids))
     errors: dict[str, int] = {}
     for event in mine:
         outcome = str(event.get("outcome", ""))
@@ -274,11 +325,41 @@ async def _measure(
         hwm_mb=after.hwm_mb,
         cpu_s=after.cpu_s - before.cpu_s,
         steal_s=steal,
+        others_cpu_s=max(0.0, busy - ours),
+        max_jitter=max_jitter,
+        recorded_ms=Spread.of(recorded),
+        stand_in_cpu_s=stand_in_cpu if stand_in_pid else math.nan,
         file_create_us=create_us,
         spawner_cpu_s=spawner.cpu_s,
         spawner_hwm_mb=spawner.hwm_mb,
         minute=minute.isoformat(),
     )
+
+
+def read_back_ms(socket_path: Path, minute: datetime, deployment_ids: set[str]) -> list[float]:
+    """``created_at - scheduled_at`` (ms) of every scheduled run of ``minute`` among
+    ``deployment_ids``, read through the official SDK over the socket, all pages.
+
+    The deployments fire every minute: on a loaded machine a slow storm's read-back can meet
+    the next minute's storm, so a page may take long (the SDK's own default timeout)."""
+    with anthropic.Anthropic(
+        api_key="local",
+        base_url="http://localhost",
+        http_client=httpx2.Client(transport=httpx2.HTTPTransport(uds=str(socket_path))),
+        timeout=600.0,
+    ) as client:
+        delays: list[float] = []
+        for run in client.beta.deployment_runs.list(trigger_type="schedule", limit=1000):
+            scheduled_at = getattr(run.trigger_context, "scheduled_at", None)
+            if run.deployment_id in deployment_ids and scheduled_at == minute:
+                delays.append((run.created_at - scheduled_at).total_seconds() * 1000)
+        return delays
+
+
+def _own_cpu_s() -> float:
+    """This process's CPU time so far (user + system, all threads)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _spawner_usage(daemon_pid: int) -> ProcessUsage:
@@ -315,20 +396,33 @@ async def _sleep_until(instant: datetime) -> None:
 
 
 def storm_rows(result: StormResult) -> list[Row]:
-    case = f"{result.launcher} N={result.n:,}"
+    case = f"{result.launcher} N={result.n:,} jitter<{result.max_jitter:g}s"
+    if result.in_flight is not None:
+        case += f" in-flight={result.in_flight}"
 
     def row(metric: str, value: float | str, unit: str = "", target: str = "") -> Row:
         return Row(bench="storm", case=case, metric=metric, value=value, unit=unit, target=target)
 
     lag = result.lag_ms
+    recorded = result.recorded_ms
     errors = ", ".join(f"{k}={v}" for k, v in sorted(result.errors.items())) or "none"
-    command = result.launcher == "command" and result.n == 10_000
+    jittered = result.max_jitter > 0
+    command = result.launcher == "command" and result.n == 10_000 and jittered
     return [
         row("create N over the socket", result.create_s, "s"),
         row("creates/s", result.n / result.create_s, "/s"),
         row("fire lag p50", lag.p50, "ms"),
         row("fire lag p99", lag.p99, "ms", "< 50" if command else ""),
         row("fire lag max", lag.max, "ms"),
+        row("created_at - scheduled_at p50 (SDK)", recorded.p50, "ms"),
+        row(
+            "created_at - scheduled_at p99 (SDK)",
+            recorded.p99,
+            "ms",
+            _recorded_target(result),
+        ),
+        row("created_at - scheduled_at max (SDK)", recorded.max, "ms"),
+        row("runs read back through the SDK", recorded.count, "", f"{result.n}"),
         row(
             "all done after last due",
             result.completed_after_last_due_s,
@@ -340,6 +434,12 @@ def storm_rows(result: StormResult) -> list[Row]:
         row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("daemon CPU for the minute", result.cpu_s, "s"),
         row("host steal, both cores, same window", result.steal_s, "s"),
+        row("other processes' CPU, same window", result.others_cpu_s, "s"),
+        *(
+            [row("stand-in CPU, same window", result.stand_in_cpu_s, "s")]
+            if result.launcher == "managed_agents"
+            else []
+        ),
         *(
             [
                 row("session log create, measured before", result.file_create_us, "µs"),
@@ -350,6 +450,35 @@ def storm_rows(result: StormResult) -> list[Row]:
             else []
         ),
     ]
+
+
+def wants_floor(result: StormResult) -> bool:
+    """A zero-jitter ``managed_agents`` storm is compared with the stand-in alone."""
+    return result.launcher == "managed_agents" and result.max_jitter == 0
+
+
+def floor_rows(storm: StormResult) -> list[Row]:
+    """The same burst against the stand-in alone (``bench.stand_in``), and our ratio to it."""
+    in_flight = storm.in_flight or DEFAULT_MAX_CONCURRENT_CREATIONS
+    floor = anyio.run(run_stand_in, storm.n, in_flight)
+    case = f"storm / stand-in alone, N={storm.n:,} in-flight={in_flight}"
+    pairs = [
+        ("created_at - scheduled_at p50", storm.recorded_ms.p50, floor.done_ms.p50),
+        ("created_at - scheduled_at p99", storm.recorded_ms.p99, floor.done_ms.p99),
+        ("created_at - scheduled_at max", storm.recorded_ms.max, floor.done_ms.max),
+    ]
+    ratios = [
+        Row(bench="ratio", case=case, metric=metric, value=ours / alone, unit="x")
+        for metric, ours, alone in pairs
+    ]
+    return stand_in_rows(floor) + ratios
+
+
+def _recorded_target(result: StormResult) -> str:
+    """The issue's line for the user-visible figure: zero jitter, ``managed_agents``."""
+    if result.max_jitter > 0 or result.launcher != "managed_agents":
+        return ""
+    return {2_000: "< 400", 10_000: "< 2,000"}.get(result.n, "")
 
 
 def storm_sizes(quick: bool) -> list[int]:
@@ -368,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-jitter", type=float, default=10.0)
     parser.add_argument(
+        "--in-flight",
+        type=int,
+        action="append",
+        help="[launcher] max_concurrent_creations (repeatable; default: the daemon's)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="write py-spy collapsed stacks of the daemon to this file"
     )
     args = parser.parse_args(argv)
@@ -376,13 +511,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for launcher in launchers:
         for n in sizes:
-            result = anyio.run(
-                functools.partial(
-                    run_storm, n, launcher, max_jitter=args.max_jitter, profile=args.profile
+            for in_flight in args.in_flight or [None]:
+                storm = functools.partial(
+                    run_storm,
+                    n,
+                    launcher,
+                    max_jitter=args.max_jitter,
+                    profile=args.profile,
+                    in_flight=in_flight,
                 )
-            )
-            rows += storm_rows(result)
-            print(render_rows(storm_rows(result)), flush=True)
+                result = anyio.run(storm)
+                shown = storm_rows(result) + (floor_rows(result) if wants_floor(result) else [])
+                rows += shown
+                print(render_rows(shown), flush=True)
     print()
     print(render_rows(rows))
     return 0

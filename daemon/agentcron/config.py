@@ -68,10 +68,15 @@ class ManagedAgentsConfig:
     timeout: float = 30.0
 
 
+DEFAULT_MAX_CONCURRENT_CREATIONS = 64
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LauncherConfig:
     type: LauncherType = "command"
     max_concurrent_sessions: int = 16
+    max_concurrent_creations: int = DEFAULT_MAX_CONCURRENT_CREATIONS
+    """Fires (claim, session creation, completion) in flight at once, either launcher."""
     stop_grace: float = 10.0
     managed_agents: ManagedAgentsConfig = field(default_factory=ManagedAgentsConfig)
 
@@ -333,6 +338,9 @@ def parse_config(
     lr = top.child(launcher_table, "launcher")
     launcher_type = lr.choice("type", ("command", "managed_agents"), "command")
     max_sessions = lr.integer("max_concurrent_sessions", 16, low=1, high=100_000)
+    max_creations = lr.integer(
+        "max_concurrent_creations", DEFAULT_MAX_CONCURRENT_CREATIONS, low=1, high=10_000
+    )
     stop_grace = lr.duration("stop_grace", 10.0, high=3600.0)
     ma_table = lr.get("managed_agents", dict, {})
     lr.finish()
@@ -349,6 +357,7 @@ def parse_config(
     launcher = LauncherConfig(
         type=launcher_type,  # type: ignore[arg-type]
         max_concurrent_sessions=max_sessions,
+        max_concurrent_creations=max_creations,
         stop_grace=stop_grace,
         managed_agents=managed,
     )

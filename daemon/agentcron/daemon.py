@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -50,6 +51,17 @@ from agentcron.systemd import Notifier, listen_fds
 log = structlog.get_logger("agentcron.daemon")
 
 STATUS_INTERVAL = 10.0
+GC_THRESHOLDS = (50_000, 10, 10)
+"""The cyclic collector's thresholds (CPython's default is ``(700, 10, 10)``).
+
+The youngest generation is collected when the tracked objects allocated and not yet freed
+exceed the first number. A fire storm keeps hundreds of creations in flight, each holding
+a few dozen live objects, so at 700 the collector ran about once per fire and rescanned that
+in-flight state each time, and the frequent promotions triggered full collections over every
+deployment copy: in a 10,000-fire burst this took about a quarter of the event loop's time.
+At 50,000 it runs about once per burst; objects freed by reference counting (nearly all of
+them) never wait for it, and cyclic garbage waits at most that many allocations.
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,6 +272,7 @@ async def run_daemon(
             max_jitter=daemon_cfg.max_jitter,
             misfire_grace=daemon_cfg.misfire_grace,
             auto_pause_on=daemon_cfg.auto_pause_on,
+            max_concurrent_fires=config.launcher.max_concurrent_creations,
             max_sleep=max_sleep,
             shutdown_grace=config.launcher.stop_grace,
             heartbeat=notifier.watchdog,
@@ -372,6 +385,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return EXIT_OK
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     warn_unusable(config, environ)
+    gc.set_threshold(*GC_THRESHOLDS)
     notifier = Notifier(environ)
     try:
         anyio.run(

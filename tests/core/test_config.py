@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentcron.config import load_config, parse_config
+from agentcron.config import DEFAULT_MAX_CONCURRENT_CREATIONS, load_config, parse_config
 from agentcron.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,13 @@ def test_defaults_follow_xdg_without_systemd() -> None:
     assert config.daemon.max_jitter == 10.0
     assert config.daemon.misfire_grace == 60.0
     assert config.launcher.max_concurrent_sessions == 16
+    assert config.launcher.max_concurrent_creations == DEFAULT_MAX_CONCURRENT_CREATIONS
+
+
+def test_max_concurrent_creations_is_read_for_either_launcher() -> None:
+    for launcher_type in ("command", "managed_agents"):
+        document = {"launcher": {"type": launcher_type, "max_concurrent_creations": 7}}
+        assert parse_config(document, environ={}).launcher.max_concurrent_creations == 7
 
 
 def test_defaults_follow_systemd_directories() -> None:
@@ -70,6 +77,22 @@ def test_flags_override_the_file() -> None:
         ({"daemon": {"auto_pause_on": ["oops"]}}, "daemon.auto_pause_on: 'oops' is not a run"),
         ({"daemon": {"allowed_uids": ["root"]}}, "daemon.allowed_uids: expected a list of non-neg"),
         ({"launcher": {"type": "docker"}}, "launcher.type: must be one of command, managed_agents"),
+        (
+            {"launcher": {"max_concurrent_creations": 0}},
+            "launcher.max_concurrent_creations: must be between 1 and 10000, got 0",
+        ),
+        (
+            {"launcher": {"max_concurrent_creations": 10_001}},
+            "launcher.max_concurrent_creations: must be between 1 and 10000, got 10001",
+        ),
+        (
+            {"launcher": {"max_concurrent_creations": "many"}},
+            "launcher.max_concurrent_creations: expected an integer, got str",
+        ),
+        (
+            {"launcher": {"max_concurrent_creations": 2.5}},
+            "launcher.max_concurrent_creations: expected an integer, got float",
+        ),
         (
             {"launcher": {"managed_agents": {"base_url": "ftp://x"}}},
             "launcher.managed_agents.base_url: must start with http",

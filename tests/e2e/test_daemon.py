@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -13,8 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from agentcron.daemon import GC_THRESHOLDS
 from tests.support.daemon_harness import (
     DaemonProcess,
     child_processes,
@@ -26,6 +29,7 @@ from tests.support.daemon_harness import (
     write_config,
 )
 from tests.support.fakes import wait_until
+from tests.support.hosted_api import Fault, HostedApi
 from tests.support.shifted_daemon import offset_before_minute
 
 pytestmark = pytest.mark.timeout(240)
@@ -67,13 +71,14 @@ def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
         ("[daemon]\nflavour = 'x'\n", "daemon.flavour: unknown key"),
         ("[daemon]\nmax_deployments = 'lots'\n", "daemon.max_deployments: expected an integer"),
         ("[daemon]\nmisfire_grace = 'a while'\n", "daemon.misfire_grace:"),
+        ("[launcher]\nmax_concurrent_creations = 0\n", "launcher.max_concurrent_creations:"),
         (
             "[launcher]\ntype = 'managed_agents'\n[launcher.managed_agents]\n"
             "api_key_file = '/nonexistent/agentcron-key'\n",
             "launcher.managed_agents.api_key_file",
         ),
     ],
-    ids=["unknown-key", "wrong-type", "bad-duration", "unreadable-api-key-file"],
+    ids=["unknown-key", "wrong-type", "bad-duration", "zero-creations", "unreadable-api-key-file"],
 )
 def test_check_config_rejects_bad_configs_naming_the_key(
     tmp_path: Path, text: str, named: str
@@ -85,12 +90,17 @@ def test_check_config_rejects_bad_configs_naming_the_key(
 
 
 def test_check_config_prints_the_effective_settings(tmp_path: Path) -> None:
-    result = check_config(tmp_path, "[daemon]\nmax_jitter = '3s'\nlog_level = 'debug'\n")
+    result = check_config(
+        tmp_path,
+        "[daemon]\nmax_jitter = '3s'\nlog_level = 'debug'\n"
+        "[launcher]\nmax_concurrent_creations = 32\n",
+    )
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["daemon"]["max_jitter"] == 3.0
     assert settings["daemon"]["log_level"] == "debug"
     assert settings["launcher"]["type"] == "command"
+    assert settings["launcher"]["max_concurrent_creations"] == 32
 
 
 def test_ready_status_watchdog_and_stopping_reach_systemd(tmp_path: Path) -> None:
@@ -303,3 +313,79 @@ def test_the_session_spawner_leaves_with_a_killed_daemon(tmp_path: Path) -> None
         wait_until(lambda: process_exited(helper), "the spawner left with its daemon")
     finally:
         daemon.close()
+
+
+async def test_a_burst_keeps_at_most_max_concurrent_creations_in_flight(tmp_path: Path) -> None:
+    """``[launcher] max_concurrent_creations`` bounds the scheduled session creations that run
+    at once: eight deployments due at one instant reach a slow hosted API three at a time."""
+    count, limit = 8, 3
+    async with HostedApi(record=False, session_fault=Fault.SLOW, slow_seconds=0.5) as api:
+        api.add_agent("agent_rec")
+        api.add_environment("env_local")
+        config = tmp_path / "agentcron.toml"
+        config.write_text(
+            f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+socket = "{tmp_path / "run" / "control.sock"}"
+max_jitter = "0s"
+log_format = "json"
+
+[launcher]
+type = "managed_agents"
+max_concurrent_creations = {limit}
+
+[launcher.managed_agents]
+base_url = "{api.base_url}"
+"""
+        )
+        daemon = DaemonProcess(
+            tmp_path,
+            config,
+            env={"ANTHROPIC_API_KEY": api.api_key},
+            clock_offset=offset_before_minute(8.0),
+        )
+        try:
+            await anyio.to_thread.run_sync(daemon.start)
+            for index in range(count):
+                body = create_body(f"burst {index}")
+                status, created = await anyio.to_thread.run_sync(
+                    daemon.request, "POST", "/v1/deployments", body
+                )
+                assert status == 200, created
+            runs: list[dict[str, Any]] = []
+            with anyio.move_on_after(40):  # the shifted minute boundary is 8 s away
+                while len(runs) < count:
+                    await anyio.sleep(0.5)
+                    runs = await anyio.to_thread.run_sync(
+                        list_all_runs, daemon, "&trigger_type=schedule"
+                    )
+            assert len(runs) >= count, daemon.logs()[-3000:]
+            assert all(run["session_id"] for run in runs), runs
+            assert api.max_sessions_in_flight == limit
+        finally:
+            await anyio.to_thread.run_sync(daemon.close)
+
+
+class _GcReportingDaemon(DaemonProcess):
+    """The daemon with an exit hook that logs the cyclic collector's thresholds."""
+
+    def daemon_command(self) -> list[str]:
+        script = (
+            "import atexit, gc, sys; atexit.register(lambda: print("
+            "'gc_threshold', *gc.get_threshold(), file=sys.stderr, flush=True)); "
+            "from agentcron.daemon import main; raise SystemExit(main())"
+        )
+        return [sys.executable, "-c", script, "--config", str(self.config)]
+
+
+def test_the_daemon_runs_with_the_young_collection_threshold_raised(tmp_path: Path) -> None:
+    """``GC_THRESHOLDS`` is in force in the running daemon (why: docs/benchmarks.md)."""
+    assert GC_THRESHOLDS[0] > gc.get_threshold()[0], "higher than this test process's"
+    daemon = _GcReportingDaemon(tmp_path, write_config(tmp_path))
+    try:
+        daemon.start()
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert "gc_threshold " + " ".join(map(str, GC_THRESHOLDS)) in daemon.logs()

@@ -83,6 +83,8 @@ class HostedApi:
     record: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
     sessions_created: int = 0
+    sessions_in_flight: int = 0  # POST /v1/sessions being answered right now
+    max_sessions_in_flight: int = 0  # the most there ever were at once
     _runner: web.AppRunner | None = None
     _port: int = 0
 
@@ -184,6 +186,14 @@ class HostedApi:
         return await _reset(request)
 
     async def _create_session(self, request: web.Request) -> web.StreamResponse:
+        self.sessions_in_flight += 1
+        self.max_sessions_in_flight = max(self.max_sessions_in_flight, self.sessions_in_flight)
+        try:
+            return await self._answer_session(request)
+        finally:
+            self.sessions_in_flight -= 1
+
+    async def _answer_session(self, request: web.Request) -> web.StreamResponse:
         answer = await self._enter(request) or await self._fault(request, self.session_fault)
         if answer is not None:
             return answer

@@ -60,6 +60,7 @@ def create_launcher(
             base_url=managed.base_url,
             api_key=load_api_key(managed, os.environ if environ is None else environ),
             timeout=managed.timeout,
+            max_connections=max(100, settings.max_concurrent_creations),
         )
     return CommandLauncher(
         declarations=config.declarations,
