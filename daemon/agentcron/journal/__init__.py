@@ -7,8 +7,12 @@
 from agentcron.journal.protocol import (
     RECOVERED_MESSAGE,
     Claim,
+    Delivery,
+    DeliveryStatus,
     DeploymentFilter,
+    EndpointState,
     Journal,
+    OutboxEvent,
     RunFilter,
     ScheduleRow,
 )
@@ -17,8 +21,12 @@ from agentcron.journal.sqlite.store import SqliteJournal
 __all__ = [
     "RECOVERED_MESSAGE",
     "Claim",
+    "Delivery",
+    "DeliveryStatus",
     "DeploymentFilter",
+    "EndpointState",
     "Journal",
+    "OutboxEvent",
     "RunFilter",
     "ScheduleRow",
     "SqliteJournal",

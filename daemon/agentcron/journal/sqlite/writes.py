@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from agentcron.core.models import DeploymentRun, RunError
 from agentcron.errors import JournalError, NotFound
-from agentcron.journal.protocol import Claim
+from agentcron.journal.protocol import Claim, OutboxEvent
+from agentcron.journal.sqlite.outbox import insert_events
 from agentcron.journal.sqlite.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.sqlite.writer import WriteOp
 
@@ -87,6 +88,7 @@ class CompleteOp(WriteOp[DeploymentRun]):
     completed_at: datetime
     completed_micros: int
     last_run_at: int | None
+    events: Sequence[OutboxEvent] = ()
     result: DeploymentRun = field(init=False)
 
     @classmethod
@@ -109,6 +111,9 @@ class CompleteOp(WriteOp[DeploymentRun]):
         last_runs = [(op.last_run_at, op.claim.run_id) for op in ops if op.last_run_at is not None]
         if last_runs:
             conn.executemany(_LAST_RUN_AT, last_runs)
+        events = [event for op in ops for event in op.events]
+        if events:
+            insert_events(conn, events)
         for op in ops:
             claim = op.claim
             op.result = DeploymentRun(
@@ -133,6 +138,7 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
     batchable: ClassVar[bool] = False
     error: RunError
     completed_at: int
+    events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None
     result: list[DeploymentRun] = field(default_factory=list)
 
     @classmethod
@@ -155,6 +161,8 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
                 ).fetchone()
                 if row is not None:
                     runs.append(run_from_row(row))
+            if op.events_for is not None:
+                insert_events(conn, [event for run in runs for event in op.events_for(run)])
             op.result = runs
 
 
@@ -163,12 +171,14 @@ class StatementOp(WriteOp[int]):
     """Plain statements run in order; ``result`` is the last statement's row count.
 
     With ``expect_rows`` the last statement must change exactly that many rows, or the op
-    fails with ``NotFound(missing)``.
+    fails with ``NotFound(missing)``. ``events`` (the outbox) are stored after the statements,
+    in the same transaction.
     """
 
     statements: list[tuple[str, Sequence[Any] | dict[str, Any]]]
     expect_rows: int | None = None
     missing: str = ""
+    events: Sequence[OutboxEvent] = ()
     result: int = 0
 
     @classmethod
@@ -179,6 +189,8 @@ class StatementOp(WriteOp[int]):
                 count = conn.execute(sql, params).rowcount
             if op.expect_rows is not None and count != op.expect_rows:
                 raise NotFound(op.missing)
+            if op.events:
+                insert_events(conn, op.events)
             op.result = count
 
 
