@@ -44,7 +44,7 @@ from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
 from agentcron.metrics import Metrics, RunningSessions
 from agentcron.runtime.copies import DeploymentCopies
-from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints
+from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
 from agentcron.runtime.scheduler import Scheduler
@@ -204,7 +204,8 @@ def read_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
 
 
 def effective_settings(config: Config) -> dict[str, Any]:
-    """The configuration as JSON-ready data (the API key is never part of it)."""
+    """The configuration as JSON-ready data (the API key and webhook secrets are never part of
+    it; a webhook URL shows only its scheme, host and port)."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, Path):
@@ -221,7 +222,10 @@ def effective_settings(config: Config) -> dict[str, Any]:
         "agents": sorted(config.declarations.agents),
         "environments": sorted(config.declarations.environments),
         "vaults": sorted(config.declarations.vaults),
-        "webhooks": [plain(dataclasses.asdict(webhook)) for webhook in config.webhooks],
+        "webhooks": [
+            {**plain(dataclasses.asdict(webhook)), "url": redacted_url(webhook.url)}
+            for webhook in config.webhooks
+        ],
         "metrics": plain(dataclasses.asdict(config.metrics)),
     }
 

@@ -30,17 +30,20 @@ from tests.support.webhook_receiver import SECRET, WebhookReceiver, free_port, r
 TOKEN = "ghp_never-in-a-webhook"
 
 
-def webhook_config(tmp_path: Path, url: str, *, metrics_port: int | None = None) -> Path:
+def webhook_config(
+    tmp_path: Path, url: str, *, metrics_port: int | None = None, missing_agent: bool = True
+) -> Path:
     secret_file = tmp_path / "hook.secret"
     secret_file.write_text(SECRET + "\n")
     secret_file.chmod(0o600)
     config = write_config(tmp_path, agent_argv=["/bin/true"])
     events = json.dumps([event_type.value for event_type in EventType])
-    extra = f"""
-[agents.agent_missing]
-version = 1
-argv = ["{tmp_path / "no-such-program"}"]
-
+    extra = (
+        f'\n[agents.agent_missing]\nversion = 1\nargv = ["{tmp_path / "no-such-program"}"]\n'
+        if missing_agent
+        else ""
+    )
+    extra += f"""
 [[webhooks]]
 name = "ops"
 url = "{url}"
@@ -198,3 +201,24 @@ def test_metrics_on_the_socket_and_the_tcp_listener_which_serves_nothing_else(
             assert "ops: enabled; 0 deliveries due now" in capsys.readouterr().out
             assert cli_main(["webhooks", "test", "nope", *socket]) == 1
             assert "not_found_error" in capsys.readouterr().err
+
+
+def test_check_config_reads_the_secret_and_never_prints_it_or_the_url_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentcron.daemon import main as daemon_main
+
+    config = webhook_config(
+        tmp_path, "https://hooks.example/agentcron?token=url-token", missing_agent=False
+    )
+    assert daemon_main(["--check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    (hook,) = json.loads(out)["webhooks"]
+    assert hook["url"] == "https://hooks.example/…"
+    assert "url-token" not in out
+    assert SECRET.removeprefix("whsec_") not in out
+    (tmp_path / "hook.secret").write_text("whsec_short\n")
+    assert daemon_main(["--check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "webhooks[0].secret_file" in err
+    assert "whsec_short" not in err
