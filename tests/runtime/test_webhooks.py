@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from agentcron.config import WebhookConfig
 from agentcron.core.events import EventType
+from agentcron.core.models import TriggerType
 from agentcron.core.wire import run_to_wire
 from agentcron.journal import SqliteJournal
 from agentcron.runtime.delivery import Endpoint, load_secret
@@ -288,3 +289,31 @@ def test_a_bad_secret_file_is_refused_without_echoing_it(tmp_path: Path, content
     (problem,) = caught.value.problems
     assert problem.startswith("webhooks[0].secret_file:")
     assert not content or content not in problem
+
+
+async def test_a_restart_delivers_recovered_claims_and_occurrences_missed_while_down(
+    tmp_path: Path,
+) -> None:
+    """A claim left open by a stopped daemon is completed as a failed run, and the minutes
+    missed while it was down become one occurrence.missed (reason daemon_down) with the count."""
+    start = now_minute() + timedelta(seconds=30)
+    async with scheduler_rig(tmp_path / "journal.db", start=start) as rig:
+        deployment = await rig.service.create(deployment_body("* * * * *"))
+        await rig.journal.claim_run(
+            deployment_id=deployment.id,
+            agent=deployment.agent,
+            trigger_type=TriggerType.MANUAL,
+            scheduled_at=None,
+            claimed_at=start,
+        )
+    async with WebhookReceiver().serving() as receiver:
+        events = ("deployment_run.failed", "occurrence.missed")
+        hook = endpoint(tmp_path, "ops", receiver.url, events=events)
+        later = start + timedelta(minutes=3, seconds=45)  # 3 minutes are past the grace
+        async with delivering(tmp_path, [hook], start=later):
+            await eventually(lambda: len(receiver.delivered()) == 2, "both events")
+    payloads = {r.payload["type"]: r.payload["data"] for r in receiver.delivered().values()}
+    assert payloads["deployment_run.failed"]["error"]["type"] == "service_unavailable"
+    assert payloads["occurrence.missed"]["reason"] == "daemon_down"
+    assert payloads["occurrence.missed"]["missed_count"] == 3
+    assert payloads["occurrence.missed"]["deployment_id"] == deployment.id
