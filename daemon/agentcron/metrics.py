@@ -143,7 +143,7 @@ class Metrics:
         )
         self._journal_bytes = Gauge(
             "agentcron_journal_bytes",
-            "Size of the journal on disk (the SQLite file and its WAL).",
+            "Size of the journal (the SQLite file and its WAL, or the PostgreSQL database).",
             registry=registry,
         )
         Gauge(
