@@ -134,6 +134,25 @@ class Client:
     async def health(self) -> dict[str, Any]:
         return await self.request("GET", ("v1", "health"))
 
+    # --- webhooks ------------------------------------------------------------------------------
+
+    async def list_webhooks(self) -> dict[str, Any]:
+        """The configured endpoints and their state (``data``)."""
+        return await self.request("GET", ("v1", "webhooks"))
+
+    async def list_webhook_deliveries(self, **query: QueryValue) -> dict[str, Any]:
+        """One page of the outbox: ``endpoint``, ``status``, ``limit``, ``page``."""
+        return await self.request("GET", ("v1", "webhooks", "deliveries"), query=query)
+
+    async def retry_webhook(self, name: str, *, event_id: str | None = None) -> dict[str, Any]:
+        """Re-enable ``name`` and make its failed deliveries (or one event's) due now."""
+        body = {} if event_id is None else {"event_id": event_id}
+        return await self.request("POST", ("v1", "webhooks", name, "retry"), body=body)
+
+    async def test_webhook(self, name: str) -> dict[str, Any]:
+        """Send one signed ``webhook.test`` event to ``name`` now; the outcome."""
+        return await self.request("POST", ("v1", "webhooks", name, "test"))
+
     # --- transport -----------------------------------------------------------------------------
 
     async def request(

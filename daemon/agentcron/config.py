@@ -6,6 +6,7 @@ or raises ``ConfigError`` listing every problem, each naming its key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from agentcron.core.events import DEFAULT_RETRY_DELAYS, DEFAULT_RETRY_FOR, EventType
 from agentcron.core.models import RunErrorType
 from agentcron.core.timeutil import parse_duration
 from agentcron.errors import ConfigError
@@ -112,11 +114,33 @@ class JournalConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookConfig:
+    """One ``[[webhooks]]`` endpoint. The secret stays in its file (read at start)."""
+
+    name: str
+    url: str
+    secret_file: Path
+    events: tuple[str, ...]
+    timeout: float = 10.0
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    retry_for: float = DEFAULT_RETRY_FOR
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: the optional TCP listener that serves only ``/metrics``."""
+
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     daemon: DaemonConfig
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     declarations: Declarations = field(default_factory=Declarations)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -309,6 +333,8 @@ def parse_config(
     environments_table = top.get("environments", dict, {})
     vaults_table = top.get("vaults", dict, {})
     journal_table = top.get("journal", dict, {})
+    webhooks_list = top.get("webhooks", list, [])
+    metrics_table = top.get("metrics", dict, {})
     top.finish()
 
     d = top.child(daemon_table, "daemon")
@@ -370,9 +396,20 @@ def parse_config(
     jr = top.child(journal_table, "journal")
     journal = _journal(jr)
     jr.finish()
+    webhooks = _webhooks(top, webhooks_list)
+    mr = top.child(metrics_table, "metrics")
+    metrics = MetricsConfig(listen=_listen_address(mr, "listen"))
+    mr.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(daemon=daemon, launcher=launcher, declarations=declarations, journal=journal)
+    return Config(
+        daemon=daemon,
+        launcher=launcher,
+        declarations=declarations,
+        journal=journal,
+        webhooks=webhooks,
+        metrics=metrics,
+    )
 
 
 def _journal(r: _Reader) -> JournalConfig:
@@ -394,6 +431,92 @@ def _journal(r: _Reader) -> JournalConfig:
     elif password_file is not None:
         r.problem("password_file", "is only used with journal.url (a PostgreSQL journal)")
     return JournalConfig(url=url, password_file=password_file)
+
+
+_WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_EVENT_TYPES = tuple(event_type.value for event_type in EventType)
+
+
+def _webhooks(top: _Reader, items: list[Any]) -> tuple[WebhookConfig, ...]:
+    """The ``[[webhooks]]`` endpoints; each needs a distinct ``name`` (default: the URL's
+    host and port, which never holds a path or query that might carry a token)."""
+    result: list[WebhookConfig] = []
+    names: set[str] = set()
+    for index, body in enumerate(items):
+        prefix = f"webhooks[{index}]"
+        if not isinstance(body, dict):
+            top.problems.append(f"{prefix}: expected a table")
+            continue
+        r = top.child(body, prefix)
+        url = r.get("url", str, "")
+        parts = urlsplit(url)
+        if "url" not in body:
+            r.problem("url", "is required (http:// or https://)")
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
+            r.problem("url", "must be an http:// or https:// URL with a host")
+        default_name = parts.netloc.rpartition("@")[2] if parts.hostname else f"webhook-{index}"
+        name = r.get("name", str, default_name)
+        if not _WEBHOOK_NAME.match(name):
+            r.problem("name", "must be 1-64 letters, digits, '_', '.', ':' or '-'")
+        elif name in names:
+            r.problem("name", f"{name!r} is used by another webhook; give each a distinct name")
+        names.add(name)
+        secret_file = r.path("secret_file", None)
+        if secret_file is None and "secret_file" not in body:
+            r.problem("secret_file", "is required (a file holding a whsec_... secret)")
+        events = r.strings("events")
+        if "events" not in body or not events:
+            r.problem("events", f"must list at least one of {', '.join(_EVENT_TYPES)}")
+        for event in events:
+            if event not in _EVENT_TYPES:
+                r.problem("events", f"{event!r} is not an event ({', '.join(_EVENT_TYPES)})")
+        delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+        if "retry_delays" in body:
+            delays = _durations(r, "retry_delays") or DEFAULT_RETRY_DELAYS
+        result.append(
+            WebhookConfig(
+                name=name,
+                url=url,
+                secret_file=secret_file or Path("/nonexistent"),
+                events=tuple(dict.fromkeys(events)),
+                timeout=r.duration("timeout", 10.0, low=0.001, high=300.0),
+                retry_delays=delays,
+                retry_for=r.duration("retry_for", DEFAULT_RETRY_FOR, low=1.0),
+            )
+        )
+        r.finish()
+    return tuple(result)
+
+
+def _durations(r: _Reader, name: str) -> tuple[float, ...]:
+    value = r.get(name, list, [])
+    delays: list[float] = []
+    for item in value:
+        try:
+            seconds = parse_duration(item)
+        except ValueError as exc:
+            r.problem(name, str(exc))
+            return ()
+        if seconds <= 0:
+            r.problem(name, "every delay must be more than 0s")
+            return ()
+        delays.append(seconds)
+    if not delays:
+        r.problem(name, 'must list at least one delay, e.g. ["5s", "30s", "2m"]')
+    return tuple(delays)
+
+
+def _listen_address(r: _Reader, name: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:9464"`` or ``"[::1]:9464"`` as (host, port); unset: ``None``."""
+    value = r.get(name, str, None)
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        r.problem(name, f"expected HOST:PORT such as 127.0.0.1:9464, got {value!r}")
+        return None
+    return host, int(port)
 
 
 def _declared(

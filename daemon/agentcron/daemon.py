@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +30,7 @@ import structlog
 
 from agentcron import __version__
 from agentcron.api.app import create_app
+from agentcron.api.observability import serve_metrics
 from agentcron.api.socket import bind_control_socket, serve
 from agentcron.clock import Clock, SystemClock
 from agentcron.config import Config, load_config
@@ -42,8 +44,11 @@ from agentcron.launchers.base import Launcher
 from agentcron.launchers.command_checks import declaration_problems
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
+from agentcron.metrics import Metrics, RunningSessions
 from agentcron.runtime.copies import DeploymentCopies
+from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
+from agentcron.runtime.outbox import Outbox
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from agentcron.systemd import Notifier, listen_fds
@@ -74,6 +79,32 @@ class Stack:
     copies: DeploymentCopies
     firing: Firing
     scheduler: Scheduler
+    metrics: Metrics
+    outbox: Outbox
+    webhooks: WebhookDelivery
+    """The delivery worker: ``await tg.start(stack.webhooks.run)`` starts delivering."""
+
+
+class _MetricsSources:
+    """What ``Metrics.render`` reads from the stack before each scrape."""
+
+    def __init__(self, journal: Journal, scheduler: Scheduler, launcher: Launcher) -> None:
+        self._journal = journal
+        self._scheduler = scheduler
+        self._launcher = launcher
+
+    async def counts(self) -> dict[str, int]:
+        return await self._journal.counts()
+
+    async def storage_bytes(self) -> int:
+        return await self._journal.storage_bytes()
+
+    def next_fire_at(self) -> datetime | None:
+        return self._scheduler.next_fire_at()
+
+    def sessions_running(self) -> int:
+        launcher = self._launcher
+        return launcher.running_sessions() if isinstance(launcher, RunningSessions) else 0
 
 
 def build_stack(
@@ -89,13 +120,27 @@ def build_stack(
     max_sleep: float = 30.0,
     shutdown_grace: float = 10.0,
     heartbeat: Callable[[], None] | None = None,
+    metrics: Metrics | None = None,
+    webhooks: Sequence[Endpoint] = (),
 ) -> Stack:
-    """Wire the service, the deployment copies, the fire path and the scheduler.
+    """Wire the service, the deployment copies, the fire path, the scheduler, the metrics and
+    the webhook outbox and its delivery worker.
 
     Every committed change reaches the copies and then the scheduler (service subscribers, in
-    that order). Nothing runs yet: ``await tg.start(stack.scheduler.run)`` starts firing.
+    that order). Nothing runs yet: ``await tg.start(stack.scheduler.run)`` starts firing and
+    ``await tg.start(stack.webhooks.run)`` delivering.
     """
-    service = DeploymentService(journal, launcher, clock, max_deployments=max_deployments)
+    metrics = metrics or Metrics()
+    outbox = Outbox(
+        journal=journal,
+        clock=clock,
+        subscriptions={endpoint.name: endpoint.config.events for endpoint in webhooks},
+    )
+    delivery = WebhookDelivery(journal=journal, endpoints=webhooks, clock=clock, metrics=metrics)
+    outbox.on_commit(delivery.wake)
+    service = DeploymentService(
+        journal, launcher, clock, max_deployments=max_deployments, outbox=outbox
+    )
     copies = DeploymentCopies(journal)
     service.subscribe(copies.changed)
     firing = Firing(
@@ -106,6 +151,8 @@ def build_stack(
         copies=copies,
         auto_pause_on=auto_pause_on,
         max_concurrent_fires=max_concurrent_fires,
+        outbox=outbox,
+        metrics=metrics,
     )
     scheduler = Scheduler(
         journal=journal,
@@ -117,8 +164,11 @@ def build_stack(
         max_sleep=max_sleep,
         shutdown_grace=shutdown_grace,
         heartbeat=heartbeat,
+        outbox=outbox,
+        metrics=metrics,
     )
     service.subscribe(scheduler.deployment_changed)
+    metrics.attach(_MetricsSources(journal, scheduler, launcher))
     return Stack(
         journal=journal,
         launcher=launcher,
@@ -126,6 +176,9 @@ def build_stack(
         copies=copies,
         firing=firing,
         scheduler=scheduler,
+        metrics=metrics,
+        outbox=outbox,
+        webhooks=delivery,
     )
 
 
@@ -160,12 +213,13 @@ def read_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     if config.launcher.type == "managed_agents":
         load_api_key(config.launcher.managed_agents, environ)
     load_journal_password(config.journal, environ)
+    load_endpoints(config.webhooks)  # every secret file must hold a whsec_ secret
     return config
 
 
 def effective_settings(config: Config) -> dict[str, Any]:
-    """The configuration as JSON-ready data (the API key and the journal's password are
-    never part of it)."""
+    """The configuration as JSON-ready data (the API key, the journal's password and webhook
+    secrets are never part of it; a webhook URL shows only its scheme, host and port)."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, Path):
@@ -187,6 +241,11 @@ def effective_settings(config: Config) -> dict[str, Any]:
         "agents": sorted(config.declarations.agents),
         "environments": sorted(config.declarations.environments),
         "vaults": sorted(config.declarations.vaults),
+        "webhooks": [
+            {**plain(dataclasses.asdict(webhook)), "url": redacted_url(webhook.url)}
+            for webhook in config.webhooks
+        ],
+        "metrics": plain(dataclasses.asdict(config.metrics)),
     }
 
 
@@ -252,11 +311,17 @@ async def run_daemon(
     daemon_cfg = config.daemon
     lock = StateLock(daemon_cfg.state_dir)
     lock.acquire()
+    metrics = Metrics(launcher=config.launcher.type)
+    endpoints = load_endpoints(config.webhooks)
     async with AsyncExitStack() as stack:
         stack.callback(lock.release)
         journal = await stack.enter_async_context(
             open_journal(
-                config.journal, state_dir=daemon_cfg.state_dir, environ=environ, clock=clock
+                config.journal,
+                state_dir=daemon_cfg.state_dir,
+                environ=environ,
+                clock=clock,
+                on_commit=metrics.journal_commit.observe,
             )
         )
         launcher = create_launcher(config, recorder=journal, clock=clock)
@@ -276,6 +341,8 @@ async def run_daemon(
             max_sleep=max_sleep,
             shutdown_grace=config.launcher.stop_grace,
             heartbeat=notifier.watchdog,
+            metrics=metrics,
+            webhooks=endpoints,
         )
         service, scheduler = runtime.service, runtime.scheduler
         app = create_app(
@@ -287,6 +354,8 @@ async def run_daemon(
             max_request_bytes=daemon_cfg.max_request_bytes,
             allowed_uids=daemon_cfg.allowed_uids,
             allowed_gids=daemon_cfg.allowed_gids,
+            metrics=metrics,
+            webhooks=runtime.webhooks,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -316,8 +385,11 @@ async def run_daemon(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle_signals, tg.cancel_scope)
+            await tg.start(runtime.webhooks.run)
             await tg.start(scheduler.run)
             await tg.start(serve, app, sock)
+            if config.metrics.listen is not None:
+                await tg.start(serve_metrics, metrics, *config.metrics.listen)
             counts = await service.counts()
             notifier.ready(_status_line(counts, scheduler.health()))
             log.info(

@@ -29,6 +29,7 @@ DEPLOYMENT = "depl_"
 RUN = "drun_"
 SESSION = "sesn_"
 REQUEST = "req_"
+WEBHOOK_MESSAGE = "msg_"  # a webhook event: its `webhook-id` (the Standard Webhooks prefix)
 
 
 def _encode(value: int, length: int) -> str:

@@ -180,18 +180,17 @@ def fill(directory: Path) -> Path:
     """Write a file until the file system is full; returns it (delete it to free the space)."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file would retry its unwritten rest when closed and raise again.
+    with filler.open("wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
-    with contextlib.suppress(OSError), filler.open("ab") as handle:
+    with contextlib.suppress(OSError), filler.open("ab", buffering=0) as handle:
         for _ in range(64):  # the last partial chunk's worth, in small pieces
             handle.write(b"\0" * 1024)
-            handle.flush()
     return filler
 
 

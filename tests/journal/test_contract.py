@@ -2,14 +2,16 @@
 
 Each test runs once on SQLite and once on PostgreSQL (a real server, see
 ``tests/support/postgres.py``): claims and the unique occurrence, group commit, completion,
-recovery, ``last_run_at``, lists and cursors, local sessions, migrations and the newer-schema
-refusal, and the errors.
+recovery, ``last_run_at``, lists and cursors, local sessions, the webhook outbox (events in
+the transaction of their cause, deliveries, endpoint states, retries), migrations and the
+newer-schema refusal, and the errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +31,14 @@ from agentcron.core.models import (
 )
 from agentcron.core.timeutil import to_micros
 from agentcron.errors import JournalError, NotFound
-from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal, ScheduleRow
+from agentcron.journal import (
+    RECOVERED_MESSAGE,
+    Claim,
+    EndpointState,
+    Journal,
+    OutboxEvent,
+    ScheduleRow,
+)
 from agentcron.journal.postgres.schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from agentcron.journal.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from agentcron.runtime.service import DeploymentService
@@ -579,6 +588,267 @@ async def test_deployment_filters_and_pages_newest_first(
             break
         page = await service.list(limit=2, include_archived=True, page=page.next_page)
     assert seen == [d.id for d in newest]
+
+
+# --- the webhook outbox ------------------------------------------------------------------------
+
+
+def outbox_event(event_type: str = "deployment_run.failed", *endpoints: str) -> OutboxEvent:
+    return OutboxEvent(
+        id=ids.new_id(ids.WEBHOOK_MESSAGE),
+        type=event_type,
+        body=json.dumps({"type": event_type}),
+        created_at=T0,
+        endpoints=endpoints or ("hooks",),
+    )
+
+
+async def manual_claim(journal: Journal, deployment: Deployment) -> Claim:
+    claimed = await claim(journal, deployment, None)
+    assert claimed is not None
+    return claimed
+
+
+async def test_a_completion_stores_its_events_with_one_pending_delivery_per_endpoint(
+    journal: Journal,
+) -> None:
+    deployment = make_deployment()
+    await journal.insert_deployment(deployment)
+    claim = await manual_claim(journal, deployment)
+    failed = outbox_event("deployment_run.failed", "ops", "pager")
+    error = RunError(type="service_unavailable", message="down")
+    await journal.complete_run(
+        claim, session_id=None, error=error, completed_at=T0, events=[failed]
+    )
+    deliveries = await journal.list_deliveries(limit=10)
+    assert sorted((d.endpoint, d.event_id, d.status) for d in deliveries) == [
+        ("ops", failed.id, "pending"),
+        ("pager", failed.id, "pending"),
+    ]
+    pending = await journal.pending_deliveries("ops", limit=10)
+    assert [d.body for d in pending] == [failed.body]
+    assert pending[0].next_attempt_at == T0
+    assert pending[0].attempts == 0
+
+
+async def test_a_write_that_fails_stores_none_of_its_events(journal: Journal) -> None:
+    """Same transaction: a completion of a claim that is not open, or an update of a missing
+    deployment, leaves no event behind."""
+    deployment = make_deployment()
+    await journal.insert_deployment(deployment)
+    claim = await manual_claim(journal, deployment)
+    await journal.complete_run(claim, session_id="sesn_1", error=None, completed_at=T0)
+    with pytest.raises(JournalError):
+        await journal.complete_run(
+            claim, session_id="sesn_2", error=None, completed_at=T0, events=[outbox_event()]
+        )
+    with pytest.raises(NotFound):
+        await journal.update_deployment(
+            make_deployment(), events=[outbox_event("deployment.paused")]
+        )
+    assert await journal.list_deliveries(limit=10) == []
+
+
+async def test_an_update_and_recovered_claims_carry_their_events(journal: Journal) -> None:
+    deployment = make_deployment()
+    await journal.insert_deployment(deployment)
+    paused = outbox_event("deployment.paused")
+    await journal.update_deployment(
+        dataclasses.replace(deployment, name="renamed"), events=[paused]
+    )
+    await manual_claim(journal, deployment)
+    seen: list[str] = []
+
+    def events_for(run: DeploymentRun) -> list[OutboxEvent]:
+        seen.append(run.id)
+        return [outbox_event("deployment_run.failed")]
+
+    recovered = await journal.recover_open_claims(T0, events_for=events_for)
+    assert [run.id for run in recovered] == seen
+    types = sorted(d.event_type for d in await journal.list_deliveries(limit=10))
+    assert types == ["deployment.paused", "deployment_run.failed"]
+
+
+async def test_attempts_settle_deliveries_and_store_the_endpoint_state(journal: Journal) -> None:
+    first, second, third = outbox_event(), outbox_event(), outbox_event()
+    await journal.add_events([first, second, third])
+    by_id = {d.event_id: d for d in await journal.pending_deliveries("hooks", limit=10)}
+    later = T0 + timedelta(seconds=5)
+    failing = EndpointState(name="hooks", failing_since=T0)
+    await journal.record_attempt(
+        by_id[first.id],
+        attempted_at=T0,
+        status_code=503,
+        error="HTTP 503",
+        next_attempt_at=later,
+        endpoint_state=failing,
+    )
+    await journal.record_attempt(
+        by_id[second.id],
+        attempted_at=T0,
+        status_code=None,
+        error="timed out after 10s",
+        next_attempt_at=None,
+        endpoint_state=failing,
+    )
+    ok = EndpointState(name="hooks", last_success_at=later)
+    await journal.record_attempt(
+        by_id[third.id],
+        attempted_at=later,
+        status_code=204,
+        error=None,
+        next_attempt_at=None,
+        endpoint_state=ok,
+    )
+    states = {d.event_id: d for d in await journal.list_deliveries(endpoint="hooks", limit=10)}
+    assert states[first.id].status == "pending"
+    assert states[first.id].next_attempt_at == later
+    assert states[first.id].attempts == 1
+    assert states[first.id].last_status == 503
+    assert states[second.id].status == "failed"
+    assert states[second.id].last_error == "timed out after 10s"
+    assert states[third.id].status == "delivered"
+    assert states[third.id].delivered_at == later
+    assert await journal.endpoint_states() == {"hooks": ok}
+    assert [d.event_id for d in await journal.pending_deliveries("hooks", limit=10)] == [first.id]
+    # A delivery that is no longer pending is left alone by a late attempt.
+    await journal.record_attempt(
+        by_id[third.id],
+        attempted_at=later,
+        status_code=500,
+        error="HTTP 500",
+        next_attempt_at=later,
+        endpoint_state=ok,
+    )
+    assert (await journal.list_deliveries(status="delivered", limit=10))[0].attempts == 1
+
+
+async def test_retry_makes_failed_deliveries_due_and_reenables_the_endpoint(
+    journal: Journal,
+) -> None:
+    failed, other = outbox_event(), outbox_event("deployment.archived", "other")
+    await journal.add_events([failed, other])
+    (delivery,) = await journal.pending_deliveries("hooks", limit=10)
+    disabled = EndpointState(name="hooks", failing_since=T0, disabled_at=T0)
+    await journal.record_attempt(
+        delivery,
+        attempted_at=T0,
+        status_code=500,
+        error="HTTP 500",
+        next_attempt_at=None,
+        endpoint_state=disabled,
+    )
+    now = T0 + timedelta(days=1)
+    assert await journal.retry_deliveries("hooks", now=now) == 1
+    (again,) = await journal.pending_deliveries("hooks", limit=10)
+    assert (again.status, again.next_attempt_at, again.retry_from) == ("pending", now, now)
+    assert again.attempts == 1
+    assert await journal.endpoint_states() == {"hooks": EndpointState(name="hooks")}
+    assert await journal.retry_deliveries("hooks", now=now, event_id=other.id) == 0
+
+
+async def test_deliveries_page_newest_event_first_without_repeats(journal: Journal) -> None:
+    events = [outbox_event("deployment_run.failed", "a", "b") for _ in range(5)]
+    await journal.add_events(events)
+    seen: list[tuple[str, str]] = []
+    after = None
+    while True:
+        page = await journal.list_deliveries(after=after, limit=3)
+        if not page:
+            break
+        seen.extend((d.event_id, d.endpoint) for d in page)
+        after = (page[-1].event_id, page[-1].endpoint)
+    expected = [(e.id, name) for e in reversed(events) for name in ("a", "b")]
+    assert seen == expected
+
+
+async def test_events_without_endpoints_are_not_stored(journal: Journal) -> None:
+    await journal.add_events([dataclasses.replace(outbox_event(), endpoints=())])
+    assert await journal.list_deliveries(limit=10) == []
+
+
+async def test_a_completion_whose_event_cannot_be_stored_does_not_happen(
+    journal: Journal, deployment: Deployment
+) -> None:
+    """One transaction: the event's insert fails (its id is taken), so the completion is
+    rolled back with it; the claim is still open and completes later."""
+    taken = outbox_event()
+    await journal.add_events([taken])
+    claimed = await manual_claim(journal, deployment)
+    error = RunError(type="service_unavailable", message="down")
+    with pytest.raises(JournalError):
+        await journal.complete_run(
+            claimed, session_id=None, error=error, completed_at=T0, events=[taken]
+        )
+    assert await journal.get_run(claimed.run_id) is None
+    assert [d.event_id for d in await journal.list_deliveries(limit=10)] == [taken.id]
+    run = await journal.complete_run(claimed, session_id="sesn_1", error=None, completed_at=T0)
+    assert await journal.get_run(claimed.run_id) == run
+
+
+async def test_racing_completions_store_only_the_winners_events(
+    journal: Journal, deployment: Deployment
+) -> None:
+    """Completions of one claim in one batch: the events of those that fail are not stored."""
+    claimed = await manual_claim(journal, deployment)
+    events = [outbox_event() for _ in range(5)]
+    results = await asyncio.gather(
+        *(
+            journal.complete_run(
+                claimed, session_id=f"sesn_{n}", error=None, completed_at=T0, events=[one]
+            )
+            for n, one in enumerate(events)
+        ),
+        return_exceptions=True,
+    )
+    winners = [n for n, result in enumerate(results) if isinstance(result, DeploymentRun)]
+    assert len(winners) == 1
+    stored = [d.event_id for d in await journal.list_deliveries(limit=10)]
+    assert stored == [events[winners[0]].id]
+
+
+async def test_recovery_whose_events_fail_completes_nothing(
+    journal: Journal, deployment: Deployment
+) -> None:
+    """``events_for`` runs inside the recovery's transaction: when it fails, the open claims
+    stay open and no event is stored."""
+    claimed = await manual_claim(journal, deployment)
+
+    def broken(run: DeploymentRun) -> list[OutboxEvent]:
+        raise RuntimeError("no body for this run")
+
+    with pytest.raises(JournalError):
+        await journal.recover_open_claims(T0, events_for=broken)
+    assert await journal.get_run(claimed.run_id) is None
+    assert await journal.list_deliveries(limit=10) == []
+    (recovered,) = await journal.recover_open_claims(T0)
+    assert recovered.id == claimed.run_id
+
+
+async def test_outbox_rows_survive_reopening(store: Store) -> None:
+    stored = outbox_event("deployment.archived", "a", "b")
+    async with store.open() as journal:
+        await journal.add_events([stored])
+        (delivery,) = await journal.pending_deliveries("a", limit=10)
+        await journal.record_attempt(
+            delivery,
+            attempted_at=T0,
+            status_code=204,
+            error=None,
+            next_attempt_at=None,
+            endpoint_state=EndpointState(name="a", last_success_at=T0),
+        )
+    async with store.open() as journal:
+        deliveries = await journal.list_deliveries(limit=10)
+        assert [(d.endpoint, d.status, d.body) for d in deliveries] == [
+            ("a", "delivered", stored.body),
+            ("b", "pending", stored.body),
+        ]
+        assert await journal.endpoint_states() == {"a": EndpointState(name="a", last_success_at=T0)}
+
+
+async def test_storage_bytes_is_the_stores_size(journal: Journal) -> None:
+    assert await journal.storage_bytes() > 0
 
 
 # --- local sessions ----------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_webhooks_daemon import deliveries, make_events, raw_get, webhook_config
 from tests.support.daemon_harness import (
     DaemonProcess,
     create_body,
@@ -15,7 +17,9 @@ from tests.support.daemon_harness import (
     running_daemon,
     write_config,
 )
+from tests.support.fakes import wait_until
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
+from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
 
 @pytest.fixture
@@ -80,3 +84,37 @@ def test_the_daemon_refuses_to_start_when_the_database_is_unreachable(tmp_path: 
     assert "daemon_failed" in logs
     assert "cannot open the journal postgresql://u:***@/db" in logs
     assert "pw-here" not in logs
+
+
+def test_webhooks_and_metrics_work_on_a_postgresql_journal(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The outbox lives in the database: every event of a succeeded and two failed runs, a
+    pause and an archive reaches the receiver, verified, and the outbox says delivered;
+    ``agentcron_journal_bytes`` is the database's size."""
+    with running_receiver(WebhookReceiver()) as receiver:
+        config = webhook_config(tmp_path, receiver.url)
+        with config.open("a") as handle:
+            handle.write(f"\n[journal]\nurl = '{postgres_url}'\n")
+        with running_daemon(tmp_path, config) as daemon:
+            make_events(daemon)
+            wait_until(lambda: len(receiver.delivered()) == 5, "every event delivered", timeout=20)
+            wait_until(
+                lambda: {d["status"] for d in deliveries(daemon)} == {"delivered"},
+                "the outbox says delivered",
+            )
+            status, exposition = raw_get(daemon, "/metrics")
+            assert status == 200
+        assert not (tmp_path / "state" / "journal.db").exists()
+    assert all(r.verified for r in receiver.requests)
+    types = Counter(r.payload["type"] for r in receiver.delivered().values())
+    assert types == {
+        "deployment_run.succeeded": 1,
+        "deployment_run.failed": 2,
+        "deployment.paused": 1,
+        "deployment.archived": 1,
+    }
+    (size,) = [
+        line for line in exposition.splitlines() if line.startswith("agentcron_journal_bytes ")
+    ]
+    assert float(size.split()[1]) > 0

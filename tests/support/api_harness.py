@@ -184,6 +184,8 @@ async def _serve(
             max_request_bytes=max_request_bytes,
             allowed_uids=allowed_uids,
             allowed_gids=allowed_gids,
+            metrics=stack.metrics,
+            webhooks=stack.webhooks,
         )
         server = ApiServer(
             socket_path=socket_path,

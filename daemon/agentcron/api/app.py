@@ -20,11 +20,13 @@ import structlog
 from aiohttp import web
 
 from agentcron import ids
-from agentcron.api import routes
+from agentcron.api import observability, routes
 from agentcron.api.params import too_large
 from agentcron.api.socket import peer_allowed, peer_credentials
 from agentcron.clock import Clock
 from agentcron.errors import API_ERROR_TYPES, ApiError, Conflict, PermissionDenied
+from agentcron.metrics import Metrics
+from agentcron.runtime.delivery import WebhookDelivery
 from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger(__name__)
@@ -47,9 +49,12 @@ def create_app(
     max_request_bytes: int = 10 * 1024 * 1024,
     allowed_uids: Collection[int] = (),
     allowed_gids: Collection[int] = (),
+    metrics: Metrics | None = None,
+    webhooks: WebhookDelivery | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
-    runs through ``manual_runs`` (the fire path), health from ``scheduler``."""
+    runs through ``manual_runs`` (the fire path), health from ``scheduler``; ``/metrics``
+    from ``metrics`` and ``/v1/webhooks`` from ``webhooks`` (``agentcron.api.observability``)."""
     app = web.Application(middlewares=[api_middleware], client_max_size=max_request_bytes)
     app[routes.SERVICE] = service
     app[routes.MANUAL_RUNS] = manual_runs
@@ -60,7 +65,12 @@ def create_app(
     app[ALLOWED_UIDS] = frozenset(allowed_uids)
     app[ALLOWED_GIDS] = frozenset(allowed_gids)
     app[DAEMON_UID] = os.getuid()
+    if metrics is not None:
+        app[observability.METRICS] = metrics
+    if webhooks is not None:
+        app[observability.WEBHOOKS] = webhooks
     app.add_routes(routes.routes)
+    app.add_routes(observability.routes)
     return app
 
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,8 +17,12 @@ from agentcron.config import JournalConfig
 from agentcron.journal.protocol import (
     RECOVERED_MESSAGE,
     Claim,
+    Delivery,
+    DeliveryStatus,
     DeploymentFilter,
+    EndpointState,
     Journal,
+    OutboxEvent,
     RunFilter,
     ScheduleRow,
 )
@@ -27,8 +31,12 @@ from agentcron.journal.sqlite.store import SqliteJournal
 __all__ = [
     "RECOVERED_MESSAGE",
     "Claim",
+    "Delivery",
+    "DeliveryStatus",
     "DeploymentFilter",
+    "EndpointState",
     "Journal",
+    "OutboxEvent",
     "RunFilter",
     "ScheduleRow",
     "SqliteJournal",
@@ -43,15 +51,18 @@ async def open_journal(
     state_dir: Path,
     environ: Mapping[str, str],
     clock: Clock | None = None,
+    on_commit: Callable[[float], None] | None = None,
 ) -> AsyncIterator[Journal]:
     """The journal ``config`` names, open for the ``async with`` block: PostgreSQL when
     ``config.url`` is set, else the SQLite file ``journal.db`` in ``state_dir``.
+    ``on_commit(seconds)`` hears the duration of each committed write transaction.
 
     Raises ``JournalError`` when it cannot be opened and ``ConfigError`` when its password
     cannot be read.
     """
     if config.url is None:
-        async with SqliteJournal.open(state_dir / "journal.db", clock=clock) as journal:
+        path = state_dir / "journal.db"
+        async with SqliteJournal.open(path, clock=clock, on_commit=on_commit) as journal:
             yield journal
         return
     # Imported here: asyncpg is loaded only by a daemon that uses it.
@@ -59,5 +70,7 @@ async def open_journal(
     from agentcron.journal.postgres.store import PostgresJournal  # noqa: PLC0415
 
     password = load_journal_password(config, environ)
-    async with PostgresJournal.open(config.url, password=password, clock=clock) as journal:
+    async with PostgresJournal.open(
+        config.url, password=password, clock=clock, on_commit=on_commit
+    ) as journal:
         yield journal

@@ -16,13 +16,22 @@ contract, whatever the storage:
   now (disk full, I/O error, lock, connection lost), ``NotFound`` where documented, and
   ``JournalError`` for anything else; never a foreign exception.
 - **Lists** are newest first by ``(created_at, id)``, filtered and paged by position.
+- **Outbox** (webhooks). A write that causes an event takes ``events``: each ``OutboxEvent``
+  is stored, with one *pending* delivery per endpoint it names, in the **same transaction** as
+  the change (``complete_run``, ``update_deployment``, ``recover_open_claims``); an event with
+  no change of its own (a missed occurrence) goes through ``add_events``. The delivery worker
+  reads ``pending_deliveries`` and settles each attempt with ``record_attempt`` (which also
+  writes the endpoint's ``EndpointState``, in one transaction); ``retry_deliveries`` makes an
+  endpoint's failed deliveries pending again and re-enables it. A delivery is ``pending``
+  until it is ``delivered`` or given up (``failed``); nothing here decides when to retry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from agentcron.core.models import AgentRef, Deployment, DeploymentRun, RunError, TriggerType
 from agentcron.core.pagination import Position
@@ -30,8 +39,12 @@ from agentcron.core.pagination import Position
 __all__ = [
     "RECOVERED_MESSAGE",
     "Claim",
+    "Delivery",
+    "DeliveryStatus",
     "DeploymentFilter",
+    "EndpointState",
     "Journal",
+    "OutboxEvent",
     "RunFilter",
     "ScheduleRow",
 ]
@@ -73,6 +86,58 @@ class RunFilter:
     created_at_gte: int | None = None
     created_at_lt: int | None = None
     created_at_lte: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxEvent:
+    """One webhook event, stored with the change that caused it (see the module docstring)."""
+
+    id: str
+    """``msg_...``: the ``webhook-id`` every attempt of every endpoint sends."""
+    type: str
+    """``deployment_run.failed``, ``deployment.paused``, ..."""
+    body: str
+    """The JSON body, exactly as it is sent (and signed)."""
+    created_at: datetime
+    endpoints: tuple[str, ...]
+    """The names of the endpoints that get it: one pending delivery each."""
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One event on its way to one endpoint."""
+
+    event_id: str
+    event_type: str
+    endpoint: str
+    body: str
+    created_at: datetime
+    status: DeliveryStatus
+    attempts: int
+    retry_from: datetime
+    """Since when it has been retried: ``created_at``, or the latest ``retry_deliveries``."""
+    next_attempt_at: datetime | None
+    """When it is due (``pending`` only)."""
+    last_attempt_at: datetime | None = None
+    last_status: int | None = None
+    """The HTTP status of the latest attempt (``None``: no answer)."""
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointState:
+    """What the journal keeps of one webhook endpoint (by name) across restarts."""
+
+    name: str
+    failing_since: datetime | None = None
+    """The first failed attempt since the latest success (``None``: not failing)."""
+    disabled_at: datetime | None = None
+    """When it was disabled for failing too long (``None``: enabled)."""
+    last_success_at: datetime | None = None
 
 
 class ScheduleRow(NamedTuple):
@@ -134,15 +199,23 @@ class Journal(Protocol):
         error: RunError | None,
         completed_at: datetime,
         last_run_at: datetime | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> DeploymentRun:
         """Give ``claim`` its outcome (exactly one of ``session_id`` and ``error``, else
         ``ValueError``); the run becomes visible with ``created_at = completed_at``. With
         ``last_run_at``, the deployment's ``last_run_at`` moves to it (never backwards) in the
-        same transaction. Raises ``JournalError`` if the claim is not open."""
+        same transaction, as do ``events`` (the outbox). Raises ``JournalError`` if the claim
+        is not open."""
         ...
 
-    async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
-        """Complete every open claim as ``service_unavailable`` (``RECOVERED_MESSAGE``)."""
+    async def recover_open_claims(
+        self,
+        now: datetime,
+        *,
+        events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None,
+    ) -> list[DeploymentRun]:
+        """Complete every open claim as ``service_unavailable`` (``RECOVERED_MESSAGE``);
+        ``events_for(run)`` (pure, called inside the transaction) gives each run's events."""
         ...
 
     async def get_run(self, run_id: str) -> DeploymentRun | None:
@@ -167,10 +240,13 @@ class Journal(Protocol):
         """Store a new deployment."""
         ...
 
-    async def update_deployment(self, deployment: Deployment) -> None:
-        """Write every service-owned field of ``deployment`` (never ``last_run_at``).
+    async def update_deployment(
+        self, deployment: Deployment, *, events: Sequence[OutboxEvent] = ()
+    ) -> None:
+        """Write every service-owned field of ``deployment`` (never ``last_run_at``), and
+        ``events``, in one transaction.
 
-        Raises ``NotFound`` if it does not exist."""
+        Raises ``NotFound`` if it does not exist (and then stores no event)."""
         ...
 
     async def get_deployment(self, deployment_id: str) -> Deployment | None:
@@ -197,6 +273,62 @@ class Journal(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """``active``, ``paused``, ``archived``, ``scheduled`` deployments and ``runs``."""
+        ...
+
+    async def storage_bytes(self) -> int:
+        """The journal's size on disk, in bytes (for the ``agentcron_journal_bytes`` metric)."""
+        ...
+
+    # --- the webhook outbox ----------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[OutboxEvent]) -> None:
+        """Store ``events`` (and their pending deliveries) that no other write carries."""
+        ...
+
+    async def pending_deliveries(self, endpoint: str, *, limit: int) -> list[Delivery]:
+        """The endpoint's pending deliveries, earliest ``next_attempt_at`` first (ties by
+        event id), due or not: at most ``limit``."""
+        ...
+
+    async def record_attempt(
+        self,
+        delivery: Delivery,
+        *,
+        attempted_at: datetime,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        endpoint_state: EndpointState,
+    ) -> None:
+        """Settle one attempt of a pending delivery and store ``endpoint_state``, in one
+        transaction: ``error`` ``None`` means delivered; otherwise the delivery stays pending
+        until ``next_attempt_at``, or is given up (``failed``) when that is ``None``. A
+        delivery that is no longer pending (retried meanwhile) is left alone."""
+        ...
+
+    async def endpoint_states(self) -> dict[str, EndpointState]:
+        """Every endpoint the journal has a state for, by name."""
+        ...
+
+    async def list_deliveries(
+        self,
+        *,
+        endpoint: str | None = None,
+        status: DeliveryStatus | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int,
+    ) -> list[Delivery]:
+        """Deliveries newest event first (event id descending, then endpoint name ascending),
+        strictly after the position ``after`` = ``(event_id, endpoint)`` when given; filtered
+        by ``endpoint`` and ``status``."""
+        ...
+
+    async def retry_deliveries(
+        self, endpoint: str, *, now: datetime, event_id: str | None = None
+    ) -> int:
+        """Make the endpoint's failed and pending deliveries (or only ``event_id``'s) due at
+        ``now`` with ``retry_from = now``, and re-enable the endpoint (its state cleared of
+        ``failing_since`` and ``disabled_at``); returns how many deliveries that made due."""
         ...
 
     # --- local sessions (the command launcher's ``SessionRecorder``) ----------------------

@@ -20,6 +20,7 @@ a run whose task was torn down.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,9 +35,11 @@ from agentcron.clock import Clock
 from agentcron.core.models import Deployment, DeploymentRun, RunError, RunErrorType, TriggerType
 from agentcron.core.timeutil import format_ts
 from agentcron.errors import AgentcronError, Conflict, LaunchFailure, ServiceUnavailable
-from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal
+from agentcron.journal import RECOVERED_MESSAGE, Claim, Journal, OutboxEvent
 from agentcron.launchers.base import Launcher, SessionRequest
+from agentcron.metrics import Metrics
 from agentcron.runtime.copies import DeploymentCopies
+from agentcron.runtime.outbox import Outbox
 from agentcron.runtime.service import DeploymentService
 
 log = structlog.get_logger("agentcron.scheduler")
@@ -123,7 +126,10 @@ class Firing:
         copies: DeploymentCopies,
         auto_pause_on: Iterable[str] = (),
         max_concurrent_fires: int = 64,
+        outbox: Outbox | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``outbox``: each completion carries its run's webhook events; ``metrics`` counts."""
         if max_concurrent_fires < 1:
             raise ValueError("max_concurrent_fires must be at least 1")
         self._journal = journal
@@ -132,6 +138,8 @@ class Firing:
         self._clock = clock
         self._copies = copies
         self._auto_pause_on = frozenset(auto_pause_on)
+        self._outbox = outbox
+        self._metrics = metrics
         self._max_workers = max_concurrent_fires
         self._queue: deque[DueFire] = deque()
         self._workers = 0
@@ -239,6 +247,8 @@ class Firing:
             return
         if claim is None:
             self.stats.duplicates += 1
+            if self._metrics is not None:
+                self._metrics.claims_refused.inc()
             log.info("run_duplicate_suppressed", scheduled_at=format_ts(due.scheduled_at))
             return
         with structlog.contextvars.bound_contextvars(run_id=claim.run_id):
@@ -312,6 +322,7 @@ class Firing:
         self._launches.add(scope)
         session_id: str | None = None
         error: RunError | None = None
+        began = time.perf_counter()
         try:
             with scope:
                 try:
@@ -327,6 +338,8 @@ class Firing:
         finally:
             self._launches.discard(scope)
             self.changes.notify()
+            if self._metrics is not None:
+                self._metrics.session_create.observe(time.perf_counter() - began)
         if scope.cancelled_caught or (session_id is None and error is None):
             session_id = None
             error = RunError(type=RunErrorType.SERVICE_UNAVAILABLE, message=RECOVERED_MESSAGE)
@@ -340,18 +353,37 @@ class Firing:
         *,
         last_run_at: datetime | None,
     ) -> DeploymentRun:
+        completed_at = self._clock.now()
+        events: tuple[OutboxEvent, ...] = ()
+        outbox = self._outbox
+        if outbox is not None and outbox.wants_run(error is not None):
+            outcome = DeploymentRun(
+                id=claim.run_id,
+                deployment_id=claim.deployment_id,
+                agent=claim.agent,
+                trigger_type=claim.trigger_type,
+                scheduled_at=claim.scheduled_at,
+                session_id=session_id,
+                error=error,
+                created_at=completed_at,
+            )
+            events = outbox.run_events(outcome)
         try:
-            return await self._journal.complete_run(
+            run = await self._journal.complete_run(
                 claim,
                 session_id=session_id,
                 error=error,
-                completed_at=self._clock.now(),
+                completed_at=completed_at,
                 last_run_at=last_run_at,
+                events=events,
             )
         except AgentcronError as exc:
             # The claim stays open; the next start completes it as service_unavailable.
             log.error("run_completion_failed", session_id=session_id, error=str(exc))
             raise
+        if events and outbox is not None:
+            outbox.committed(events)
+        return run
 
     def _record(
         self,
@@ -362,6 +394,12 @@ class Firing:
         lag_ms: float,
     ) -> None:
         self.stats.fired += 1
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.run_recorded(run.trigger_type.value, error.type if error else "session")
+            if run.scheduled_at is not None:
+                metrics.fire_lag.observe(lag_ms / 1000)
+                metrics.record_lag.observe((run.created_at - run.scheduled_at).total_seconds())
         fields = {
             "trigger": run.trigger_type.value,
             "scheduled_at": format_ts(run.scheduled_at) if run.scheduled_at else None,

@@ -35,13 +35,15 @@ import structlog
 
 from agentcron.clock import Clock
 from agentcron.core.jitter import jitter_offset
-from agentcron.core.models import Deployment
+from agentcron.core.models import Deployment, DeploymentRun
 from agentcron.core.schedule import CompiledSchedule, compile_schedule
 from agentcron.core.timeutil import format_ts, from_micros, to_micros
 from agentcron.errors import AgentcronError
-from agentcron.journal import Journal
+from agentcron.journal import Journal, OutboxEvent
+from agentcron.metrics import Metrics
 from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.firing import DueFire, Firing
+from agentcron.runtime.outbox import Outbox
 
 log = structlog.get_logger("agentcron.scheduler")
 
@@ -96,7 +98,11 @@ class Scheduler:
         max_sleep: float = 30.0,
         shutdown_grace: float = 10.0,
         heartbeat: Callable[[], None] | None = None,
+        outbox: Outbox | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``outbox`` gets missed occurrences and recovered runs (webhooks); ``metrics``
+        counts them."""
         if max_sleep <= 0:
             raise ValueError("max_sleep must be positive")
         self._journal = journal
@@ -107,6 +113,8 @@ class Scheduler:
         self._max_sleep = max_sleep
         self._shutdown_grace = shutdown_grace
         self._heartbeat = heartbeat
+        self._outbox = outbox
+        self._metrics = metrics
         self._firing = firing
         self._copies = copies
         self._changes = firing.changes
@@ -132,6 +140,8 @@ class Scheduler:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self._firing.run)
+                if self._outbox is not None:
+                    await tg.start(self._outbox.run)
                 task_status.started()
                 try:
                     await self._loop()
@@ -186,6 +196,11 @@ class Scheduler:
             "next_fire_at": format_ts(from_micros(top.fire_at_us)) if top else None,
         }
 
+    def next_fire_at(self) -> datetime | None:
+        """The next fire (jitter included), or ``None`` when nothing is scheduled."""
+        top = self._peek()
+        return from_micros(top.fire_at_us) if top else None
+
     async def idle(self) -> None:
         """Return once the loop is asleep with nothing due and no fire is in flight.
 
@@ -200,8 +215,24 @@ class Scheduler:
 
     async def _startup(self) -> None:
         now = self._clock.now()
-        recovered = await self._journal.recover_open_claims(now)
+        outbox, metrics = self._outbox, self._metrics
+        written: list[OutboxEvent] = []
+        events_for: Callable[[DeploymentRun], tuple[OutboxEvent, ...]] | None = None
+        if outbox is not None and outbox.wants_run(failed=True):
+
+            def events_for(run: DeploymentRun) -> tuple[OutboxEvent, ...]:
+                events = outbox.run_events(run)
+                written.extend(events)
+                return events
+
+        recovered = await self._journal.recover_open_claims(now, events_for=events_for)
+        if outbox is not None:
+            outbox.committed(written)
         for run in recovered:
+            if metrics is not None:
+                metrics.run_recorded(
+                    run.trigger_type.value, run.error.type if run.error else "session"
+                )
             log.warning(
                 "run_recovered",
                 deployment_id=run.deployment_id,
@@ -250,6 +281,12 @@ class Scheduler:
                 break
             count += 1
         self._missed += count
+        if self._metrics is not None:
+            self._metrics.missed.inc(count)
+        if self._outbox is not None:
+            self._outbox.occurrence_missed(
+                entry.deployment_id, first, count=count, reason="daemon_down"
+            )
         log.warning(
             "occurrence_missed",
             deployment_id=entry.deployment_id,
@@ -404,6 +441,12 @@ class Scheduler:
         fire_at_us = entry.fire_at_us
         if now_us - fire_at_us > self._grace_us:
             self._missed += 1
+            if self._metrics is not None:
+                self._metrics.missed.inc()
+            if self._outbox is not None:
+                self._outbox.occurrence_missed(
+                    entry.deployment_id, scheduled_at, count=1, reason="late"
+                )
             log.warning(
                 "occurrence_missed",
                 deployment_id=entry.deployment_id,

@@ -22,6 +22,7 @@ import structlog
 
 from agentcron import ids
 from agentcron.clock import Clock
+from agentcron.core.events import EventType
 from agentcron.core.models import AgentRef, Deployment, DeploymentRun, PausedReason
 from agentcron.core.pagination import (
     DEFAULT_LIMIT,
@@ -45,6 +46,7 @@ from agentcron.errors import Conflict, InvalidRequest, NotFound
 from agentcron.health import Reason, check_health
 from agentcron.journal import DeploymentFilter, Journal, RunFilter
 from agentcron.launchers.base import Launcher
+from agentcron.runtime.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -57,11 +59,19 @@ class DeploymentService:
     """Create, read, update, pause, unpause and archive deployments; read runs."""
 
     def __init__(
-        self, journal: Journal, launcher: Launcher, clock: Clock, *, max_deployments: int = 1000
+        self,
+        journal: Journal,
+        launcher: Launcher,
+        clock: Clock,
+        *,
+        max_deployments: int = 1000,
+        outbox: Outbox | None = None,
     ) -> None:
+        """``outbox``: pauses and archives write their webhook events with the change."""
         self._journal = journal
         self._launcher = launcher
         self._clock = clock
+        self._outbox = outbox
         self._max_deployments = max_deployments
         self._listeners: list[DeploymentListener] = []
         self._lock = anyio.Lock()
@@ -210,7 +220,10 @@ class DeploymentService:
             if current.paused_reason is not None:
                 return current
             return await self._store(
-                current, "deployment_paused", paused_reason=PausedReason(type="manual")
+                current,
+                "deployment_paused",
+                webhook=EventType.DEPLOYMENT_PAUSED,
+                paused_reason=PausedReason(type="manual"),
             )
 
     async def unpause(self, deployment_id: str) -> Deployment:
@@ -235,7 +248,11 @@ class DeploymentService:
                 return None
             reason = PausedReason(type="error", error_type=error_type)
             return await self._store(
-                current, "deployment_paused", paused_reason=reason, error_type=error_type
+                current,
+                "deployment_paused",
+                webhook=EventType.DEPLOYMENT_PAUSED,
+                paused_reason=reason,
+                error_type=error_type,
             )
 
     async def archive_for_agent(self, deployment_id: str) -> Deployment | None:
@@ -322,12 +339,24 @@ class DeploymentService:
         return max(self._now(), previous)
 
     async def _store(
-        self, current: Deployment, event: str, *, error_type: str | None = None, **changes: Any
+        self,
+        current: Deployment,
+        event: str,
+        *,
+        error_type: str | None = None,
+        webhook: EventType | None = None,
+        **changes: Any,
     ) -> Deployment:
         updated = dataclasses.replace(
             current, updated_at=self._later(current.updated_at), **changes
         )
-        await self._journal.update_deployment(updated)
+        outbox = self._outbox
+        if webhook is not None and outbox is not None:
+            events = outbox.deployment_events(webhook, updated)
+            await self._journal.update_deployment(updated, events=events)
+            outbox.committed(events)
+        else:
+            await self._journal.update_deployment(updated)
         if error_type is None:
             log.info(event, deployment_id=current.id)
         else:
@@ -339,7 +368,13 @@ class DeploymentService:
         if current.is_archived:
             raise Conflict(f"deployment {current.id} is archived")
         now = self._later(current.updated_at)
-        return await self._store(current, event, archived_at=now, paused_reason=None)
+        return await self._store(
+            current,
+            event,
+            webhook=EventType.DEPLOYMENT_ARCHIVED,
+            archived_at=now,
+            paused_reason=None,
+        )
 
 
 def _check_limit(limit: int, maximum: int) -> None:

@@ -29,7 +29,7 @@ import asyncpg
 
 from agentcron.errors import JournalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATION_LOCK = zlib.crc32(b"agentcron journal migrations")
 """The advisory lock key every migration step holds (any fixed 64-bit number would do)."""
@@ -119,7 +119,45 @@ CREATE TABLE leases (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2: the webhook outbox, as in SQLite's version 2. An event row is written in the
+# transaction of the change that caused it, with one delivery row per endpoint that subscribes
+# to its type; the delivery worker settles deliveries and keeps each endpoint's state.
+_V2 = """
+CREATE TABLE outbox_events (
+    id              text COLLATE "C" PRIMARY KEY,
+    type            text NOT NULL,
+    body            text NOT NULL,
+    created_at      timestamptz NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+    event_id        text COLLATE "C" NOT NULL REFERENCES outbox_events (id),
+    endpoint        text COLLATE "C" NOT NULL,
+    status          text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    retry_from      timestamptz NOT NULL,
+    next_attempt_at timestamptz,
+    last_attempt_at timestamptz,
+    last_status     integer,
+    last_error      text,
+    delivered_at    timestamptz,
+    PRIMARY KEY (endpoint, event_id),
+    CHECK ((status = 'pending') = (next_attempt_at IS NOT NULL)),
+    CHECK ((status = 'delivered') = (delivered_at IS NOT NULL))
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, next_attempt_at, event_id)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+
+CREATE TABLE webhook_endpoints (
+    name            text COLLATE "C" PRIMARY KEY,
+    failing_since   timestamptz,
+    disabled_at     timestamptz,
+    last_success_at timestamptz
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """``MIGRATIONS[n]`` is the SQL script from version ``n`` to ``n + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -13,7 +13,7 @@ password itself, appear in no message, log line or ``location``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -30,7 +30,8 @@ from agentcron.core.models import (
     TriggerType,
 )
 from agentcron.errors import AgentcronError, JournalError
-from agentcron.journal.postgres.errors import FOREIGN
+from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors
+from agentcron.journal.postgres.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.postgres.reads import JournalQueries
 from agentcron.journal.postgres.rows import DEPLOYMENT_MUTABLE, DEPLOYMENT_NAMES, deployment_values
 from agentcron.journal.postgres.schema import migrate
@@ -44,7 +45,7 @@ from agentcron.journal.postgres.writes import (
     SessionStartOp,
     StatementOp,
 )
-from agentcron.journal.protocol import Claim
+from agentcron.journal.protocol import Claim, Delivery, EndpointState, OutboxEvent
 from agentcron.journal.rows import RECOVERED_ERROR, check_outcome, new_claim
 
 CONNECT_TIMEOUT = 10.0
@@ -64,7 +65,7 @@ _UPDATE_DEPLOYMENT = (
 )
 
 
-class PostgresJournal(JournalQueries):
+class PostgresJournal(JournalQueries, OutboxQueries):
     """The open PostgreSQL journal (implements ``agentcron.journal.Journal``).
 
     Open with ``async with PostgresJournal.open(url, password=...) as journal:``; leaving the
@@ -85,6 +86,7 @@ class PostgresJournal(JournalQueries):
         password: str | None = None,
         clock: Clock | None = None,
         pool_size: int = READ_POOL_SIZE,
+        on_commit: Callable[[float], None] | None = None,
     ) -> AsyncIterator[PostgresJournal]:
         """Connect to the database at ``url`` (``postgresql://...``), migrate it and open the
         journal for the ``async with`` block. ``password``, when given, is used instead of
@@ -93,6 +95,8 @@ class PostgresJournal(JournalQueries):
         Raises ``JournalError`` when the database is not usable now: unreachable, refusing
         the login, written by a newer agentcron. ``clock`` is accepted for symmetry with the
         SQLite journal (whose writer paces on it); this writer needs no clock.
+        ``on_commit(seconds)`` is called with the duration of each committed write
+        transaction (the ``agentcron_journal_commit_duration_seconds`` metric).
         """
         location = redact_url(url)
         settings = {"application_name": "agentcrond"}
@@ -129,7 +133,7 @@ class PostgresJournal(JournalQueries):
                 raise
             # At start every failure is fatal (the daemon exits and says why), not a 503.
             raise JournalError(f"cannot open the journal {location}: {exc}") from exc
-        writer = GroupCommitWriter(conn, connect)
+        writer = GroupCommitWriter(conn, connect, on_commit=on_commit)
         journal = cls(url, writer, pool)
         try:
             async with anyio.create_task_group() as tg:
@@ -197,6 +201,7 @@ class PostgresJournal(JournalQueries):
         error: RunError | None,
         completed_at: datetime,
         last_run_at: datetime | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> DeploymentRun:
         """Record the outcome of an open claim; see ``Journal.complete_run``."""
         check_outcome(session_id, error)
@@ -207,12 +212,20 @@ class PostgresJournal(JournalQueries):
                 error=error,
                 completed_at=completed_at,
                 last_run_at=last_run_at,
+                events=events,
             )
         )
 
-    async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
+    async def recover_open_claims(
+        self,
+        now: datetime,
+        *,
+        events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None,
+    ) -> list[DeploymentRun]:
         """Complete every open claim as ``service_unavailable``; return those runs."""
-        return await self._writer.submit(RecoverOp(outcome=RECOVERED_ERROR, completed_at=now))
+        return await self._writer.submit(
+            RecoverOp(outcome=RECOVERED_ERROR, completed_at=now, events_for=events_for)
+        )
 
     # --- deployments -------------------------------------------------------------------------
 
@@ -222,8 +235,11 @@ class PostgresJournal(JournalQueries):
         row = [values[name] for name in DEPLOYMENT_NAMES]
         await self._writer.submit(StatementOp(statements=[(_INSERT_DEPLOYMENT, row)]))
 
-    async def update_deployment(self, deployment: Deployment) -> None:
-        """Write every service-owned column of ``deployment`` (not ``last_run_at``).
+    async def update_deployment(
+        self, deployment: Deployment, *, events: Sequence[OutboxEvent] = ()
+    ) -> None:
+        """Write every service-owned column of ``deployment`` (not ``last_run_at``) and
+        ``events``, in one transaction.
 
         Raises ``NotFound`` if it does not exist.
         """
@@ -234,8 +250,51 @@ class PostgresJournal(JournalQueries):
                 statements=[(_UPDATE_DEPLOYMENT, row)],
                 expect_rows=1,
                 missing=f"deployment {deployment.id} not found",
+                events=events,
             )
         )
+
+    async def storage_bytes(self) -> int:
+        """The size of the whole database the journal lives in, in bytes."""
+        with map_postgres_errors():
+            size = await self._pool.fetchval("SELECT pg_database_size(current_database())")
+        return int(size)
+
+    # --- the webhook outbox ------------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[OutboxEvent]) -> None:
+        """Store events that no other write carries; see ``Journal.add_events``."""
+        if any(event.endpoints for event in events):
+            await self._writer.submit(EventsOp(events=events))
+
+    async def record_attempt(
+        self,
+        delivery: Delivery,
+        *,
+        attempted_at: datetime,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        endpoint_state: EndpointState,
+    ) -> None:
+        """Settle one delivery attempt; see ``Journal.record_attempt``."""
+        await self._writer.submit(
+            AttemptOp(
+                event_id=delivery.event_id,
+                endpoint=delivery.endpoint,
+                attempted_at=attempted_at,
+                status_code=status_code,
+                error=error,
+                next_attempt_at=next_attempt_at,
+                endpoint_state=endpoint_state,
+            )
+        )
+
+    async def retry_deliveries(
+        self, endpoint: str, *, now: datetime, event_id: str | None = None
+    ) -> int:
+        """Make failed and pending deliveries due now; see ``Journal.retry_deliveries``."""
+        return await self._writer.submit(RetryOp(endpoint=endpoint, event_id=event_id, now=now))
 
     # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------
 

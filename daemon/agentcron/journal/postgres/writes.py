@@ -3,7 +3,7 @@ batches: one statement over ``unnest``-ed arrays per batch of claims or completi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -13,9 +13,10 @@ import asyncpg
 from agentcron.core.models import DeploymentRun, RunError
 from agentcron.errors import AgentcronError, JournalError, NotFound, ServiceUnavailable
 from agentcron.journal.postgres.errors import MISSING_DEPLOYMENT
+from agentcron.journal.postgres.outbox import insert_events
 from agentcron.journal.postgres.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.postgres.writer import WriteOp
-from agentcron.journal.protocol import Claim
+from agentcron.journal.protocol import Claim, OutboxEvent
 from agentcron.journal.rows import completed_run
 
 # A claim is inserted only for a stored deployment (the join) and only if its occurrence has
@@ -140,7 +141,9 @@ class CompleteOp(WriteOp[DeploymentRun]):
     """Give an open claim its outcome (and maybe its deployment's ``last_run_at``).
 
     ``result`` is the completed run, built from the claim: completing reads nothing. A claim
-    that is not open (already completed, or never written) fails alone with ``JournalError``.
+    that is not open (already completed, or never written) fails alone with ``JournalError``,
+    and its ``events`` (the outbox) are not stored; those of the completions that land are,
+    in the same transaction.
     """
 
     claim: Claim
@@ -148,6 +151,7 @@ class CompleteOp(WriteOp[DeploymentRun]):
     error: RunError | None
     completed_at: datetime
     last_run_at: datetime | None
+    events: Sequence[OutboxEvent] = ()
     result: DeploymentRun = field(init=False)
     failure: AgentcronError | None = None
 
@@ -178,6 +182,9 @@ class CompleteOp(WriteOp[DeploymentRun]):
         if latest:
             ordered = sorted(latest)  # one lock order for every writer: no deadlocks
             await conn.execute(LAST_RUN_AT, ordered, [latest[key] for key in ordered])
+        events = [event for op in landed for event in op.events]
+        if events:
+            await insert_events(conn, events)
         for op in ops:
             if first[op.claim.run_id] is not op or op.claim.run_id not in completed:
                 op.failure = JournalError(f"run {op.claim.run_id} is not an open claim")
@@ -192,11 +199,13 @@ class CompleteOp(WriteOp[DeploymentRun]):
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class RecoverOp(WriteOp[list[DeploymentRun]]):
-    """Complete every open claim with ``outcome``; ``result`` lists those runs, oldest first."""
+    """Complete every open claim with ``outcome``; ``result`` lists those runs, oldest first.
+    ``events_for(run)`` gives each run's outbox events, stored in the same transaction."""
 
     batchable: ClassVar[bool] = False
     outcome: RunError
     completed_at: datetime
+    events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None
     result: list[DeploymentRun] = field(default_factory=list)
     failure: AgentcronError | None = None
 
@@ -212,6 +221,9 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
             )
             rows = sorted(rows, key=lambda row: (row["claimed_at"], row["id"]))
             op.result = [run_from_row(tuple(row)[:-1]) for row in rows]
+            if op.events_for is not None:
+                events = [event for run in op.result for event in op.events_for(run)]
+                await insert_events(conn, events)
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -219,12 +231,14 @@ class StatementOp(WriteOp[int]):
     """Plain statements run in order; ``result`` is the last statement's row count.
 
     With ``expect_rows`` the last statement must change exactly that many rows, or the op
-    fails alone with ``NotFound(missing)`` (nothing else of the batch is undone).
+    fails alone with ``NotFound(missing)`` (nothing else of the batch is undone) and stores
+    no event. ``events`` (the outbox) are stored after the statements, in the same transaction.
     """
 
     statements: list[tuple[str, Sequence[Any]]]
     expect_rows: int | None = None
     missing: str = ""
+    events: Sequence[OutboxEvent] = ()
     result: int = 0
     failure: AgentcronError | None = None
 
@@ -236,6 +250,8 @@ class StatementOp(WriteOp[int]):
                 count = _row_count(await conn.execute(sql, *params))
             if op.expect_rows is not None and count != op.expect_rows:
                 op.failure = NotFound(op.missing)
+            elif op.events:
+                await insert_events(conn, op.events)
             op.result = count
 
 

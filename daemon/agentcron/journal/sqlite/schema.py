@@ -15,7 +15,7 @@ repeats that condition so the planner may use them.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE deployments (
@@ -93,7 +93,45 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_run ON sessions (run_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2: the webhook outbox. An event row is written in the transaction of the change that
+# caused it, with one delivery row per endpoint that subscribes to its type; the delivery
+# worker settles deliveries and keeps each endpoint's state (failing since, disabled at).
+_V2 = """
+CREATE TABLE outbox_events (
+    id              TEXT PRIMARY KEY,
+    type            TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+    event_id        TEXT NOT NULL REFERENCES outbox_events (id),
+    endpoint        TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    retry_from      INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    last_attempt_at INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    delivered_at    INTEGER,
+    PRIMARY KEY (endpoint, event_id),
+    CHECK ((status = 'pending') = (next_attempt_at IS NOT NULL)),
+    CHECK ((status = 'delivered') = (delivered_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, next_attempt_at, event_id)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+
+CREATE TABLE webhook_endpoints (
+    name            TEXT PRIMARY KEY,
+    failing_since   INTEGER,
+    disabled_at     INTEGER,
+    last_success_at INTEGER
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """``MIGRATIONS[n]`` is the SQL script from version ``n`` to ``n + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -17,7 +17,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,8 +36,9 @@ from agentcron.core.models import (
 )
 from agentcron.core.timeutil import to_micros
 from agentcron.errors import JournalError
-from agentcron.journal.protocol import Claim
+from agentcron.journal.protocol import Claim, Delivery, EndpointState, OutboxEvent
 from agentcron.journal.rows import RECOVERED_ERROR, check_outcome, new_claim
+from agentcron.journal.sqlite.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.sqlite.reads import JournalQueries
 from agentcron.journal.sqlite.rows import (
     DEPLOYMENT_COLUMNS,
@@ -168,7 +169,7 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
 
 
-class SqliteJournal(JournalQueries):
+class SqliteJournal(JournalQueries, OutboxQueries):
     """The open SQLite journal (implements ``agentcron.journal.Journal``).
 
     Open with ``async with SqliteJournal.open(path) as journal:``; leaving the block commits
@@ -181,18 +182,29 @@ class SqliteJournal(JournalQueries):
         writer_conn: sqlite3.Connection,
         reader_conn: aiosqlite.Connection,
         clock: Clock,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(reader_conn)
         self.path = path
-        self._writer = GroupCommitWriter(writer_conn, clock=clock, pace=GROUP_COMMIT_PACE)
+        self._writer = GroupCommitWriter(
+            writer_conn, clock=clock, pace=GROUP_COMMIT_PACE, on_commit=on_commit
+        )
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, path: Path, *, clock: Clock | None = None) -> AsyncIterator[SqliteJournal]:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        clock: Clock | None = None,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> AsyncIterator[SqliteJournal]:
         """Open (creating if needed) the journal at ``path`` for the ``async with`` block.
 
         Raises ``JournalError`` when the file is not usable: written by a newer agentcron,
         not a database, unreadable. ``clock`` paces group commits (the system clock if None).
+        ``on_commit(seconds)`` is called, in the writer's thread, with the duration of each
+        committed write transaction (the ``agentcron_journal_commit_duration_seconds`` metric).
         """
         path = Path(path)
         writer: sqlite3.Connection | None = None
@@ -208,7 +220,7 @@ class SqliteJournal(JournalQueries):
             if writer is not None:
                 writer.close()
             raise
-        journal = cls(path, writer, reader, clock or SystemClock())
+        journal = cls(path, writer, reader, clock or SystemClock(), on_commit)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(journal._writer.run)
@@ -278,6 +290,7 @@ class SqliteJournal(JournalQueries):
         error: RunError | None,
         completed_at: datetime,
         last_run_at: datetime | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> DeploymentRun:
         """Record the outcome of an open claim; see ``Journal.complete_run``."""
         check_outcome(session_id, error)
@@ -289,14 +302,20 @@ class SqliteJournal(JournalQueries):
                 completed_at=completed_at,
                 completed_micros=to_micros(completed_at),
                 last_run_at=None if last_run_at is None else to_micros(last_run_at),
+                events=events,
             )
         )
 
-    async def recover_open_claims(self, now: datetime) -> list[DeploymentRun]:
+    async def recover_open_claims(
+        self,
+        now: datetime,
+        *,
+        events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None,
+    ) -> list[DeploymentRun]:
         """Complete every open claim (left by a daemon that stopped between claiming and
         confirming a session) as ``service_unavailable``; return those runs."""
         return await self._writer.submit(
-            RecoverOp(error=RECOVERED_ERROR, completed_at=to_micros(now))
+            RecoverOp(error=RECOVERED_ERROR, completed_at=to_micros(now), events_for=events_for)
         )
 
     # --- deployments (the service's row-level writes) ----------------------------------------
@@ -307,8 +326,11 @@ class SqliteJournal(JournalQueries):
             StatementOp(statements=[(_INSERT_DEPLOYMENT, deployment_params(deployment))])
         )
 
-    async def update_deployment(self, deployment: Deployment) -> None:
-        """Write every service-owned column of ``deployment`` (not ``last_run_at``).
+    async def update_deployment(
+        self, deployment: Deployment, *, events: Sequence[OutboxEvent] = ()
+    ) -> None:
+        """Write every service-owned column of ``deployment`` (not ``last_run_at``) and
+        ``events``, in one transaction.
 
         Raises ``NotFound`` if it does not exist.
         """
@@ -319,7 +341,60 @@ class SqliteJournal(JournalQueries):
                 statements=[(_UPDATE_DEPLOYMENT, values)],
                 expect_rows=1,
                 missing=f"deployment {deployment.id} not found",
+                events=events,
             )
+        )
+
+    async def storage_bytes(self) -> int:
+        """The journal file and its WAL, in bytes."""
+
+        def size() -> int:
+            total = 0
+            for suffix in ("", "-wal"):
+                try:
+                    total += os.stat(f"{self.path}{suffix}").st_size
+                except FileNotFoundError:
+                    continue
+            return total
+
+        return await asyncio.to_thread(size)
+
+    # --- the webhook outbox ------------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[OutboxEvent]) -> None:
+        """Store events that no other write carries; see ``Journal.add_events``."""
+        if any(event.endpoints for event in events):
+            await self._writer.submit(EventsOp(events=events))
+
+    async def record_attempt(
+        self,
+        delivery: Delivery,
+        *,
+        attempted_at: datetime,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        endpoint_state: EndpointState,
+    ) -> None:
+        """Settle one delivery attempt; see ``Journal.record_attempt``."""
+        await self._writer.submit(
+            AttemptOp(
+                event_id=delivery.event_id,
+                endpoint=delivery.endpoint,
+                attempted_at=to_micros(attempted_at),
+                status_code=status_code,
+                error=error,
+                next_attempt_at=None if next_attempt_at is None else to_micros(next_attempt_at),
+                endpoint_state=endpoint_state,
+            )
+        )
+
+    async def retry_deliveries(
+        self, endpoint: str, *, now: datetime, event_id: str | None = None
+    ) -> int:
+        """Make failed and pending deliveries due now; see ``Journal.retry_deliveries``."""
+        return await self._writer.submit(
+            RetryOp(endpoint=endpoint, event_id=event_id, now=to_micros(now))
         )
 
     # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from agentcron.core.models import DeploymentRun, RunError
 from agentcron.errors import JournalError, NotFound
-from agentcron.journal.protocol import Claim
+from agentcron.journal.protocol import Claim, OutboxEvent
 from agentcron.journal.rows import completed_run
+from agentcron.journal.sqlite.outbox import insert_events
 from agentcron.journal.sqlite.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.sqlite.writer import WriteOp
 
@@ -88,6 +89,7 @@ class CompleteOp(WriteOp[DeploymentRun]):
     completed_at: datetime
     completed_micros: int
     last_run_at: int | None
+    events: Sequence[OutboxEvent] = ()
     result: DeploymentRun = field(init=False)
 
     @classmethod
@@ -110,6 +112,9 @@ class CompleteOp(WriteOp[DeploymentRun]):
         last_runs = [(op.last_run_at, op.claim.run_id) for op in ops if op.last_run_at is not None]
         if last_runs:
             conn.executemany(_LAST_RUN_AT, last_runs)
+        events = [event for op in ops for event in op.events]
+        if events:
+            insert_events(conn, events)
         for op in ops:
             op.result = completed_run(
                 op.claim, session_id=op.session_id, error=op.error, completed_at=op.completed_at
@@ -126,6 +131,7 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
     batchable: ClassVar[bool] = False
     error: RunError
     completed_at: int
+    events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None
     result: list[DeploymentRun] = field(default_factory=list)
 
     @classmethod
@@ -148,6 +154,8 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
                 ).fetchone()
                 if row is not None:
                     runs.append(run_from_row(row))
+            if op.events_for is not None:
+                insert_events(conn, [event for run in runs for event in op.events_for(run)])
             op.result = runs
 
 
@@ -156,12 +164,14 @@ class StatementOp(WriteOp[int]):
     """Plain statements run in order; ``result`` is the last statement's row count.
 
     With ``expect_rows`` the last statement must change exactly that many rows, or the op
-    fails with ``NotFound(missing)``.
+    fails with ``NotFound(missing)``. ``events`` (the outbox) are stored after the statements,
+    in the same transaction.
     """
 
     statements: list[tuple[str, Sequence[Any] | dict[str, Any]]]
     expect_rows: int | None = None
     missing: str = ""
+    events: Sequence[OutboxEvent] = ()
     result: int = 0
 
     @classmethod
@@ -172,6 +182,8 @@ class StatementOp(WriteOp[int]):
                 count = conn.execute(sql, params).rowcount
             if op.expect_rows is not None and count != op.expect_rows:
                 raise NotFound(op.missing)
+            if op.events:
+                insert_events(conn, op.events)
             op.result = count
 
 
