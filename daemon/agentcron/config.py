@@ -70,7 +70,7 @@ class ManagedAgentsConfig:
     timeout: float = 30.0
 
 
-DEFAULT_MAX_CONCURRENT_CREATIONS = 64
+DEFAULT_MAX_CONCURRENT_CREATIONS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
