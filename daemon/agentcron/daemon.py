@@ -246,6 +246,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             for webhook in config.webhooks
         ],
         "metrics": plain(dataclasses.asdict(config.metrics)),
+        "retention": plain(dataclasses.asdict(config.retention)),
     }
 
 
