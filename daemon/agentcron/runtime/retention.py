@@ -14,9 +14,9 @@ One *pass* every ``interval`` (and one at start):
 
 Each batch is one short write transaction; its size adapts so that the writer's hold stays
 near ``target_hold`` (``Pruned.held``, measured inside the transaction). Between batches the
-pruner sleeps at least ``pause`` and four times the last hold, and while fires are in flight
-(``busy()``) it waits for them (up to ``max_yield``), so a storm's claims and completions never
-queue behind more than one batch.
+pruner sleeps at least ``pause`` and ``rest_ratio`` (4) times the last hold, and while fires
+are in flight (``busy()``) it waits for them (up to ``max_yield``), so a storm's claims and
+completions never queue behind more than one batch.
 
 The latest pass's report is kept in memory (``last``) for ``/v1/health`` and ``agentcron
 status``; after a restart it is empty until the first pass, which runs at once.
@@ -45,13 +45,16 @@ from agentcron.journal import Journal, Pruned
 
 log = structlog.get_logger(__name__)
 
-FIRST_BATCH = 500
+FIRST_BATCH = 200
 MIN_BATCH = 20
 MAX_BATCH = 5000
 TARGET_HOLD = 0.005
 """Seconds one prune transaction should hold the writer (the adaptive batch aims here)."""
 PAUSE = 0.02
 """Seconds of rest, at least, between two batches."""
+REST_RATIO = 4.0
+"""Rest between batches, at least, as a multiple of the last batch's hold: the pruner holds
+the writer for at most a fifth of the time while it works through a backlog."""
 MAX_YIELD = 2.0
 """Seconds a batch waits, at most, for the fires in flight to finish."""
 ORPHAN_CHECKS = 1000
@@ -152,6 +155,7 @@ class Pruner:
         pause: float = PAUSE,
         max_yield: float = MAX_YIELD,
         first_batch: int = FIRST_BATCH,
+        rest_ratio: float = REST_RATIO,
     ) -> None:
         self._journal = journal
         self._clock = clock
@@ -161,6 +165,7 @@ class Pruner:
         self._target_hold = target_hold
         self._pause = pause
         self._max_yield = max_yield
+        self._rest_ratio = rest_ratio
         self.batch = first_batch
         self.last: PruneReport | None = None
         """The latest finished pass (``None`` before the first)."""
@@ -293,7 +298,7 @@ class Pruner:
             pruned = await self._batch(report, by_ids)
             await self._removed_sessions(report, pruned.session_ids, logs)
             if chosen:
-                await anyio.sleep(max(self._pause, 4 * pruned.held))
+                await anyio.sleep(self._rest_after(pruned))
 
     async def _orphans(self, report: PruneReport, logs: _Logs, older_than: float) -> None:
         """Remove old log files that no session row names (a crash between the row's delete
@@ -341,7 +346,7 @@ class Pruner:
                 await on_sessions(pruned.session_ids)
             if pruned.removed < limit:
                 return total
-            await anyio.sleep(max(self._pause, 4 * pruned.held))
+            await anyio.sleep(self._rest_after(pruned))
 
     async def _batch(
         self, report: PruneReport, prune: Callable[[int], Awaitable[Pruned]]
@@ -355,6 +360,9 @@ class Pruner:
             report.longest_hold = max(report.longest_hold, pruned.held)
             self._adapt(pruned.held)
         return pruned
+
+    def _rest_after(self, pruned: Pruned) -> float:
+        return max(self._pause, self._rest_ratio * pruned.held)
 
     def _adapt(self, held: float) -> None:
         """Size the next batch so that its hold comes near ``target_hold``."""
