@@ -23,6 +23,7 @@ from agentcron.core.models import AgentRef, TriggerType
 from agentcron.core.timeutil import to_micros
 from agentcron.daemon import reload
 from agentcron.journal import SqliteJournal
+from agentcron.journal.sqlite.retention import PRUNE_RUNS_CANDIDATES, RUN_CREATED_AT_RANK
 from agentcron.runtime.retention import Pruner
 from tests.support.fakes import FakeClock, RecordingLauncher
 from tests.support.scheduler_rig import scheduler_rig, stored_deployment
@@ -352,3 +353,24 @@ async def test_sighup_applies_new_retention_values_and_wakes_the_pruner(tmp_path
 
 def _config(tmp_path: Path) -> Config:
     return parse_config({"daemon": {"state_dir": str(tmp_path)}}, environ={"HOME": str(tmp_path)})
+
+
+async def test_sqlite_prune_reads_follow_indexes(tmp_path: Path) -> None:
+    """The candidates are a range of ``runs_created`` (oldest first, no sort), their EXISTS
+    checks are seeks; the delete finds rows by primary key."""
+    path = tmp_path / "journal.db"
+    async with SqliteJournal.open(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        plan = [
+            row[3]
+            for row in conn.execute(
+                f"EXPLAIN QUERY PLAN {PRUNE_RUNS_CANDIDATES}", {"before": 1, "limit": 10}
+            )
+        ]
+        assert any("USING INDEX runs_created" in line for line in plan), plan
+        assert any("runs_deployment" in line for line in plan), plan
+        assert any("runs_occurrence" in line for line in plan), plan
+        assert not any(line.startswith(("SCAN", "USE TEMP B-TREE")) for line in plan), plan
+        rank = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {RUN_CREATED_AT_RANK}", (5,))]
+        assert any("runs_created" in line for line in rank), rank
