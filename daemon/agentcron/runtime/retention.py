@@ -99,7 +99,7 @@ class PruneReport:
 
 @dataclass(slots=True)
 class _Logs:
-    """The session log directory as last scanned: session id -> (mtime, bytes)."""
+    """The session log directory as last scanned: session id -> (mtime, bytes on disk)."""
 
     files: dict[str, tuple[float, int]] = field(default_factory=dict)
     total: int = 0
@@ -120,8 +120,9 @@ def _scan(directory: Path | None) -> _Logs:
             stat = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
-        logs.files[entry.name[: -len(".log")]] = (stat.st_mtime, stat.st_size)
-        logs.total += stat.st_size
+        used = stat.st_blocks * 512  # what the disk pays (a 100-byte log takes a block)
+        logs.files[entry.name[: -len(".log")]] = (stat.st_mtime, used)
+        logs.total += used
     return logs
 
 
@@ -170,7 +171,8 @@ class Pruner:
         self.last: PruneReport | None = None
         """The latest finished pass (``None`` before the first)."""
         self.session_log_bytes: int | None = None
-        """Bytes of session logs at the latest scan (``None`` before the first)."""
+        """Bytes of session logs on disk (allocated blocks) at the latest scan (``None``
+        before the first)."""
         self.holds: list[float] = []
         """Every batch's writer hold in seconds, since start (benchmarks read it)."""
         self._wakeup = anyio.Event()
