@@ -412,8 +412,7 @@ async def run_daemon(
 
 def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
     """The retention pruner over the stack's journal: session logs live in the state
-    directory with the ``command`` launcher; it yields to the fires in flight."""
-    firing = runtime.firing
+    directory with the ``command`` launcher; it yields to the fire path (``fires_busy``)."""
     sessions_dir = (
         config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
     )
@@ -422,8 +421,22 @@ def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
         clock=clock,
         config=config.retention,
         sessions_dir=sessions_dir,
-        busy=lambda: firing.stats.in_flight > 0,
+        busy=fires_busy(runtime, clock),
     )
+
+
+def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 1.0) -> Callable[[], bool]:
+    """Whether the fire path has work now: fires in flight, or one due within ``ahead``
+    seconds (what the pruner yields to)."""
+    firing, scheduler = runtime.firing, runtime.scheduler
+
+    def busy() -> bool:
+        if firing.stats.in_flight > 0:
+            return True
+        next_fire = scheduler.next_fire_at()
+        return next_fire is not None and (next_fire - clock.now()).total_seconds() < ahead
+
+    return busy
 
 
 def reload(
