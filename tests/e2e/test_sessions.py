@@ -205,6 +205,7 @@ def test_logs_follow_ends_when_the_child_exits_and_offsets_are_honoured(
     whole = b"line-1\nline-2\nline-3\n"
     status, headers, body = raw_get(daemon, f"/v1/sessions/{session_id}/log?offset=7")
     assert (status, body, headers["x-log-size"]) == (200, whole[7:], str(len(whole)))
+    assert headers["request-id"].startswith("req_")
     status, headers, body = raw_get(
         daemon, f"/v1/sessions/{session_id}/log", {"Range": "bytes=7-12"}
     )

@@ -32,6 +32,12 @@ class RangeNotSatisfiable(ApiError):
     error_type = "invalid_request_error"
 
 
+def _request_id(request: web.Request) -> str:
+    from agentcron.api.app import REQUEST_ID  # noqa: PLC0415 - the app imports this module
+
+    return str(request.get(REQUEST_ID, ""))
+
+
 def _sessions(request: web.Request) -> Sessions:
     sessions = request.app.get(SESSIONS)
     if sessions is None:
@@ -96,6 +102,7 @@ async def session_log(request: web.Request) -> web.StreamResponse:
     log = await sessions.log(session_id)
     size = log.size
     response = web.StreamResponse()
+    response.headers["request-id"] = _request_id(request)  # the middleware's comes too late
     response.content_type = "text/plain"
     response.headers["x-log-size"] = str(size)
     response.headers["x-session-status"] = "running" if log.running else "ended"
