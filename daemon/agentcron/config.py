@@ -21,6 +21,9 @@ from agentcron.errors import ConfigError
 from agentcron.paths import default_socket_path
 
 LauncherType = Literal["command", "managed_agents"]
+Overlap = Literal["allow", "skip"]
+MAX_SESSION_DURATION = 366 * 86400.0
+"""The longest ``max_duration`` an agent may declare (a year and a day)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +34,12 @@ class AgentDecl:
     version: int
     argv: tuple[str, ...]
     archived: bool = False
+    max_duration: float | None = None
+    """Seconds a session may run before it is stopped (SIGTERM, SIGKILL after the grace)."""
+    stop_grace: float | None = None
+    """Seconds between SIGTERM and SIGKILL for this agent (``None``: ``[launcher] stop_grace``)."""
+    overlap: Overlap = "allow"
+    """``skip``: no new session while the deployment's previous one still runs."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +106,8 @@ class DaemonConfig:
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     auto_pause_on: tuple[str, ...] = ()
+    host: str | None = None
+    """The name local sessions record as their host (``None``: ``socket.gethostname()``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -383,6 +394,7 @@ def parse_config(
         log_format=d.choice("log_format", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
         log_level=d.choice("log_level", _LOG_LEVELS, "info"),
         auto_pause_on=auto_pause_on,
+        host=_host_name(d, "host"),
     )
     d.finish()
 
@@ -662,12 +674,33 @@ def _agent(name: str, r: _Reader) -> AgentDecl:
         r.problem("argv", "is required (the program and its arguments)")
     elif not argv:
         r.problem("argv", "must not be empty")
+    max_duration = stop_grace = None
+    if "max_duration" in r.table:
+        max_duration = r.duration("max_duration", 0.0, low=1.0, high=MAX_SESSION_DURATION) or None
+    if "stop_grace" in r.table:
+        stop_grace = r.duration("stop_grace", -1.0, high=3600.0)
+        stop_grace = None if stop_grace < 0 else stop_grace
+    overlap = r.choice("overlap", ("allow", "skip"), "allow")
     return AgentDecl(
         id=name,
         version=r.integer("version", 1, low=1),
         argv=argv,
         archived=r.get("archived", bool, False),
+        max_duration=max_duration,
+        stop_grace=stop_grace,
+        overlap=overlap,  # type: ignore[arg-type]
     )
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$")
+
+
+def _host_name(r: _Reader, name: str) -> str | None:
+    value = r.get(name, str, None)
+    if value is not None and not _HOST_NAME.match(value):
+        r.problem(name, "must be 1-253 letters, digits, '_', '.', ':' or '-' (a host name)")
+        return None
+    return None if value is None else str(value)
 
 
 def _environment(name: str, r: _Reader) -> EnvironmentDecl:

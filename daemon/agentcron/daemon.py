@@ -41,6 +41,7 @@ from agentcron.journal import Journal, open_journal
 from agentcron.journal.postgres.password import load_journal_password
 from agentcron.launchers import create_launcher
 from agentcron.launchers.base import Launcher
+from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.command_checks import declaration_problems
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
@@ -52,6 +53,7 @@ from agentcron.runtime.outbox import Outbox
 from agentcron.runtime.retention import Pruner
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
+from agentcron.runtime.sessions import HostedSessions, LocalSessions, Sessions
 from agentcron.systemd import Notifier, listen_fds
 
 log = structlog.get_logger("agentcron.daemon")
@@ -328,6 +330,7 @@ async def run_daemon(
         )
         launcher = create_launcher(config, recorder=journal, clock=clock)
         await stack.enter_async_context(launcher)
+        sessions = await open_sessions(config, journal, launcher, clock)
         max_sleep = 30.0
         if notifier.watchdog_interval is not None:
             max_sleep = min(max_sleep, notifier.watchdog_interval / 2)
@@ -360,6 +363,7 @@ async def run_daemon(
             metrics=metrics,
             webhooks=runtime.webhooks,
             retention=pruner,
+            sessions=sessions,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -437,6 +441,25 @@ def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 1.0) -> Callable[
         return next_fire is not None and (next_fire - clock.now()).total_seconds() < ahead
 
     return busy
+
+
+async def open_sessions(
+    config: Config, journal: Journal, launcher: Launcher, clock: Clock
+) -> Sessions:
+    """What ``/v1/sessions`` serves. With the ``command`` launcher, the sessions this host's
+    previous daemon left recorded as running are ended first (``recovered``): no daemon can
+    see their end any more."""
+    if not isinstance(launcher, CommandLauncher):
+        return HostedSessions(config.launcher.managed_agents.base_url)
+    recovered = await journal.recover_sessions(host=launcher.host, ended_at=clock.now())
+    if recovered:
+        log.warning(
+            "sessions_recovered",
+            count=len(recovered),
+            host=launcher.host,
+            session_ids=recovered[:20],
+        )
+    return LocalSessions(journal=journal, launcher=launcher)
 
 
 def reload(
