@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="storm size")
     parser.add_argument("--cap", type=int, default=None, help="steady-state runs_max_count")
     parser.add_argument("--repeats", type=int, default=3, help="storms per case (medians)")
+    parser.add_argument("--only", choices=["storm", "steady"], help="run one of the two cases")
     args = parser.parse_args(argv)
     runs = args.runs or (100_000 if args.quick else 1_000_000)
     n = args.n or (2_000 if args.quick else 10_000)
@@ -270,90 +271,104 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="agentcron-bench-") as tmp:
         directory = Path(tmp)
-        seeded = directory / "seeded.db"
-        real_now = datetime.now(UTC)
-        created = real_now - timedelta(hours=1)
-        minute = (real_now + timedelta(minutes=30)).replace(second=0, microsecond=0)
-        expression = f"{minute.minute} {minute.hour} * * *"
-        deployments = [make_deployment(created, expression, "UTC", i) for i in range(n)]
+        if args.only in (None, "storm"):
+            rows += storm_rows(directory, runs, n, args.repeats)
+            print(render_rows(rows), flush=True)
+        if args.only in (None, "steady"):
+            rows += steady_rows(directory, cap)
+    print(render_rows(rows))
+    return 0
 
-        async def prepare() -> None:
-            async with SqliteJournal.open(seeded) as journal:
-                await insert_all(journal, deployments)
 
-        anyio.run(prepare)
-        began = time.perf_counter()
-        seed(seeded, deployments, runs, minute)
-        seed_s = time.perf_counter() - began
-        results: dict[bool, list[CaseResult]] = {False: [], True: []}
-        for _ in range(args.repeats):
-            for prune in (False, True):  # interleaved: the machine's noise hits both alike
-                path = directory / f"case-{int(prune)}.db"
-                shutil.copyfile(seeded, path)  # a closed file: a plain copy is exact here
-                results[prune].append(
-                    anyio.run(functools.partial(storm_case, path, deployments, minute, prune=prune))
-                )
-                path.unlink()
-        plain, pruning = median_case(results[False]), median_case(results[True])
-        case = f"{runs:,} runs due, storm N={n:,}"
-        rows += [
-            Row(bench="retention", case=case, metric="seed (SQL insert)", value=seed_s, unit="s"),
-            Row(
-                bench="retention",
-                case=case,
-                metric="runs pruned",
-                value=float(pruning.pruned),
-            ),
-            Row(
-                bench="retention",
-                case=case,
-                metric="prune rate (storm included)",
-                value=pruning.pruned / pruning.prune_s if pruning.prune_s else float("nan"),
-                unit="runs/s",
-            ),
-            Row(
-                bench="retention",
-                case=case,
-                metric="writer hold per batch p50 / p99 / max",
-                value=f"{pruning.holds_ms.p50:.2f} / {pruning.holds_ms.p99:.2f} / "
-                f"{pruning.holds_ms.max:.2f}",
-                unit="ms",
-                target="max ~10 ms",
-            ),
-            Row(bench="retention", case=case, metric="batches", value=float(pruning.batches)),
-            Row(
-                bench="retention",
-                case=case,
-                metric="fire lag p50 without / with pruning",
-                value=f"{plain.lag_ms.p50:.2f} / {pruning.lag_ms.p50:.2f}",
-                unit="ms",
-            ),
-            Row(
-                bench="retention",
-                case=case,
-                metric="fire lag p99 without / with pruning",
-                value=f"{plain.lag_ms.p99:.2f} / {pruning.lag_ms.p99:.2f}",
-                unit="ms",
-            ),
-            Row(
-                bench="retention",
-                case=case,
-                metric="fire lag p99 ratio with / without",
-                value=pruning.lag_ms.p99 / plain.lag_ms.p99 if plain.lag_ms.p99 else float("nan"),
-                unit="x",
-                target="<= 1.2",
-            ),
-            Row(
-                bench="retention",
-                case=case,
-                metric="fired (both cases)",
-                value=f"{plain.fired:,} / {pruning.fired:,}",
-            ),
-        ]
-        print(render_rows(rows), flush=True)
-        reached, final, per_run = anyio.run(steady_state, directory, cap)
+def storm_rows(directory: Path, runs: int, n: int, repeats: int) -> list[Row]:
+    """The storms with and without the pruner (see the module docstring)."""
+    seeded = directory / "seeded.db"
+    real_now = datetime.now(UTC)
+    created = real_now - timedelta(hours=1)
+    minute = (real_now + timedelta(minutes=30)).replace(second=0, microsecond=0)
+    expression = f"{minute.minute} {minute.hour} * * *"
+    deployments = [make_deployment(created, expression, "UTC", i) for i in range(n)]
+
+    async def prepare() -> None:
+        async with SqliteJournal.open(seeded) as journal:
+            await insert_all(journal, deployments)
+
+    anyio.run(prepare)
+    began = time.perf_counter()
+    seed(seeded, deployments, runs, minute)
+    seed_s = time.perf_counter() - began
+    results: dict[bool, list[CaseResult]] = {False: [], True: []}
+    for _ in range(repeats):
+        for prune in (False, True):  # interleaved: the machine's noise hits both alike
+            path = directory / f"case-{int(prune)}.db"
+            shutil.copyfile(seeded, path)  # a closed file: a plain copy is exact here
+            results[prune].append(
+                anyio.run(functools.partial(storm_case, path, deployments, minute, prune=prune))
+            )
+            path.unlink()
+    plain, pruning = median_case(results[False]), median_case(results[True])
+    case = f"{runs:,} runs due, storm N={n:,}"
+    return [
+        Row(bench="retention", case=case, metric="seed (SQL insert)", value=seed_s, unit="s"),
+        Row(
+            bench="retention",
+            case=case,
+            metric="runs pruned",
+            value=float(pruning.pruned),
+        ),
+        Row(
+            bench="retention",
+            case=case,
+            metric="prune rate (storm included)",
+            value=pruning.pruned / pruning.prune_s if pruning.prune_s else float("nan"),
+            unit="runs/s",
+        ),
+        Row(
+            bench="retention",
+            case=case,
+            metric="writer hold per batch p50 / p99 / max",
+            value=f"{pruning.holds_ms.p50:.2f} / {pruning.holds_ms.p99:.2f} / "
+            f"{pruning.holds_ms.max:.2f}",
+            unit="ms",
+            target="max ~10 ms",
+        ),
+        Row(bench="retention", case=case, metric="batches", value=float(pruning.batches)),
+        Row(
+            bench="retention",
+            case=case,
+            metric="fire lag p50 without / with pruning",
+            value=f"{plain.lag_ms.p50:.2f} / {pruning.lag_ms.p50:.2f}",
+            unit="ms",
+        ),
+        Row(
+            bench="retention",
+            case=case,
+            metric="fire lag p99 without / with pruning",
+            value=f"{plain.lag_ms.p99:.2f} / {pruning.lag_ms.p99:.2f}",
+            unit="ms",
+        ),
+        Row(
+            bench="retention",
+            case=case,
+            metric="fire lag p99 ratio with / without",
+            value=pruning.lag_ms.p99 / plain.lag_ms.p99 if plain.lag_ms.p99 else float("nan"),
+            unit="x",
+            target="<= 1.2",
+        ),
+        Row(
+            bench="retention",
+            case=case,
+            metric="fired (both cases)",
+            value=f"{plain.fired:,} / {pruning.fired:,}",
+        ),
+    ]
+
+
+def steady_rows(directory: Path, cap: int) -> list[Row]:
+    """The journal's size at steady state (see the module docstring)."""
+    reached, final, per_run = anyio.run(steady_state, directory, cap)
     steady = f"1,000 deployments/min, fake clock, runs_max_count={cap:,}"
-    rows += [
+    return [
         Row(
             bench="retention",
             case=steady,
@@ -377,8 +392,6 @@ def main(argv: list[str] | None = None) -> int:
             unit="GiB",
         ),
     ]
-    print(render_rows(rows))
-    return 0
 
 
 if __name__ == "__main__":

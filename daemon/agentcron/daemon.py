@@ -429,7 +429,7 @@ def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
     )
 
 
-def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 1.0) -> Callable[[], bool]:
+def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 2.0) -> Callable[[], bool]:
     """Whether the fire path has work now: fires in flight, or one due within ``ahead``
     seconds (what the pruner yields to)."""
     firing, scheduler = runtime.firing, runtime.scheduler

@@ -15,7 +15,7 @@ One *pass* every ``interval`` (and one at start):
 Each batch is one short write transaction; its size adapts so that the writer's hold stays
 near ``target_hold`` (``Pruned.held``, measured inside the transaction). Between batches the
 pruner sleeps at least ``pause`` and ``rest_ratio`` (4) times the last hold, and while the
-fire path is busy (``busy()``: fires in flight or one due within a second, see
+fire path is busy (``busy()``: fires in flight or one due within 2 s, see
 ``agentcron.daemon.fires_busy``) it waits (up to ``max_yield`` per batch, so a backlog still
 shrinks under a steady load), so a storm's claims and completions meet at most one batch.
 
@@ -48,8 +48,8 @@ log = structlog.get_logger(__name__)
 
 FIRST_BATCH = 200
 MIN_BATCH = 20
-MAX_BATCH = 2000
-TARGET_HOLD = 0.004
+MAX_BATCH = 1000
+TARGET_HOLD = 0.003
 """Seconds one prune transaction should hold the writer (the adaptive batch aims here)."""
 PAUSE = 0.02
 """Seconds of rest, at least, between two batches."""
