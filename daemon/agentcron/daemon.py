@@ -39,7 +39,7 @@ from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agentcron.health import Reason
 from agentcron.journal import Journal, open_journal
 from agentcron.journal.postgres.password import load_journal_password
-from agentcron.launchers import create_launcher
+from agentcron.launchers import create_launcher, log_cap
 from agentcron.launchers.base import Launcher
 from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.command_checks import declaration_problems
@@ -50,6 +50,7 @@ from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
+from agentcron.runtime.retention import Pruner
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from agentcron.runtime.sessions import HostedSessions, LocalSessions, Sessions
@@ -248,6 +249,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             for webhook in config.webhooks
         ],
         "metrics": plain(dataclasses.asdict(config.metrics)),
+        "retention": plain(dataclasses.asdict(config.retention)),
     }
 
 
@@ -348,6 +350,7 @@ async def run_daemon(
             webhooks=endpoints,
         )
         service, scheduler = runtime.service, runtime.scheduler
+        pruner = build_pruner(config, runtime, clock)
         app = create_app(
             service=service,
             manual_runs=runtime.firing,
@@ -360,6 +363,7 @@ async def run_daemon(
             metrics=metrics,
             webhooks=runtime.webhooks,
             sessions=sessions,
+            retention=pruner,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -380,7 +384,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload(read_config, launcher, environ)
+                        reload(read_config, launcher, environ, pruner=pruner)
                         continue
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     notifier.stopping()
@@ -406,6 +410,7 @@ async def run_daemon(
                 deployments=counts,
             )
             tg.start_soon(keep_status_current)
+            await tg.start(pruner.run)
     log.info("daemon_stopped")
 
 
@@ -428,8 +433,31 @@ async def open_sessions(
     return LocalSessions(journal=journal, launcher=launcher)
 
 
-def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str, str]) -> None:
-    """SIGHUP: re-read the config; apply launcher declarations and the log level.
+def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
+    """The retention pruner over the stack's journal: session logs live in the state
+    directory with the ``command`` launcher; it yields to the fires in flight."""
+    firing = runtime.firing
+    sessions_dir = (
+        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
+    )
+    return Pruner(
+        journal=runtime.journal,
+        clock=clock,
+        config=config.retention,
+        sessions_dir=sessions_dir,
+        busy=lambda: firing.stats.in_flight > 0,
+    )
+
+
+def reload(
+    read: Callable[[], Config],
+    launcher: Launcher,
+    environ: Mapping[str, str],
+    *,
+    pruner: Pruner | None = None,
+) -> None:
+    """SIGHUP: re-read the config; apply launcher declarations, the log level and
+    ``[retention]``.
 
     An invalid file is logged and ignored: the daemon keeps its current settings. Declarations
     that would fail at fire time are applied and logged as warnings (``warn_unusable``).
@@ -442,6 +470,10 @@ def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str,
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
+    if isinstance(launcher, CommandLauncher):
+        launcher.log_max_bytes = log_cap(config)
+    if pruner is not None:
+        pruner.reload(config.retention)
     log.info(
         "daemon_reloaded",
         log_level=config.daemon.log_level,

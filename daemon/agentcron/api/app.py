@@ -54,6 +54,7 @@ def create_app(
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
     sessions: Sessions | None = None,
+    retention: routes.RetentionHealth | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
     runs through ``manual_runs`` (the fire path), health from ``scheduler``; ``/metrics``
@@ -75,6 +76,8 @@ def create_app(
         app[observability.WEBHOOKS] = webhooks
     if sessions is not None:
         app[sessions_api.SESSIONS] = sessions
+    if retention is not None:  # journal size, session-log bytes, last prune in /v1/health
+        app[routes.RETENTION] = retention
     app.add_routes(routes.routes)
     app.add_routes(observability.routes)
     app.add_routes(sessions_api.routes)

@@ -71,6 +71,8 @@ _LISTED_NAMES = 20
 DEFAULT_LOG_MAX_BYTES = DEFAULT_LOG_CAP
 """A session log's cap (10 MiB) unless the launcher is given another."""
 MIN_LOG_MAX_BYTES = 4096
+UNCAPPED_LOG_BYTES = 2**62
+"""The cap that is no cap: ``[retention] session_log_max_bytes = "off"``."""
 _STOP_WAIT_SLACK = 5.0  # seconds past SIGKILL a stop waits for the exit to be reported
 
 
@@ -268,6 +270,17 @@ class CommandLauncher:
         task_group, self._task_group = self._task_group, None
         if task_group is not None:
             await task_group.__aexit__(exc_type, exc, tb)
+
+    @property
+    def log_max_bytes(self) -> int:
+        """The cap of the logs of sessions started from now on (SIGHUP may change it)."""
+        return self._log_max_bytes
+
+    @log_max_bytes.setter
+    def log_max_bytes(self, value: int) -> None:
+        if value < MIN_LOG_MAX_BYTES:
+            raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
+        self._log_max_bytes = value
 
     def reload(self, declarations: Declarations) -> None:
         """Replace the declared agents, environments and vaults (SIGHUP).
