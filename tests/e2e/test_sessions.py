@@ -32,7 +32,8 @@ from tests.support.hosted_api import HostedApi
 TALKER = "echo line-1; sleep 0.6; echo line-2; sleep 0.6; echo line-3"
 
 
-def sessions_config(directory: Path) -> Path:
+def sessions_config(directory: Path, *, host: str = "edge-e2e", extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     config = directory / "agentcron.toml"
     config.write_text(
         f"""
@@ -40,7 +41,7 @@ def sessions_config(directory: Path) -> Path:
 state_dir = "{directory / "state"}"
 socket = "{directory / "run" / "control.sock"}"
 log_format = "json"
-host = "edge-e2e"
+host = "{host}"
 
 [launcher]
 type = "command"
@@ -60,6 +61,7 @@ argv = ["/bin/sh", "-c", "{TALKER}"]
 
 [environments.env_local]
 cwd = "{directory}"
+{extra}
 """
     )
     return config
@@ -307,5 +309,9 @@ base_url = "{api.base_url}"
                 message = body["error"]["message"]
                 assert "sessions live in the hosted API" in message
                 assert f"{api.base_url}/v1/sessions/{session_id}" in message
+            shown = await anyio.to_thread.run_sync(cli, daemon, "runs", "get", run["id"])
+            assert shown.returncode == 0, shown.stderr
+            assert f"session {session_id}" in shown.stdout
+            assert "sessions live in the hosted API" in shown.stdout
         finally:
             await anyio.to_thread.run_sync(daemon.close)
