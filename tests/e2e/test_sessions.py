@@ -133,6 +133,11 @@ def test_a_running_session_is_shown_stopped_and_stays_stopped(daemon: DaemonProc
     assert shown["log_bytes"] == len(b"started\n")
     pid = shown["pid"]
     assert not process_exited(pid)
+    follower = UnixHTTPConnection(daemon.socket_path)  # a follower that leaves early
+    follower.request("GET", f"/v1/sessions/{session_id}/log?follow=true")
+    answer = follower.getresponse()
+    assert (answer.status, answer.readline()) == (200, b"started\n")
+    follower.close()
 
     status, stopped = daemon.request("POST", f"/v1/sessions/{session_id}/stop")
     assert status == 200, stopped
@@ -157,6 +162,7 @@ def test_a_running_session_is_shown_stopped_and_stays_stopped(daemon: DaemonProc
     assert "Reason: stopped" in shown_run.stdout
     as_json = json.loads(cli(daemon, "runs", "get", run["id"], "--json").stdout)
     assert as_json["session"]["status"] == "killed"
+    assert "api_request_failed" not in daemon.logs()
 
 
 def test_overlap_skip_records_one_refused_run_per_manual_trigger(daemon: DaemonProcess) -> None:
