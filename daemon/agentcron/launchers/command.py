@@ -309,12 +309,6 @@ class CommandLauncher:
             stopping=session.end_reason,
         )
 
-    async def wait_ended(self, session_id: str) -> None:
-        """Return once ``session_id`` is not running here (at once if it is not)."""
-        session = self._running.get(session_id)
-        if session is not None:
-            await session.exited.wait()
-
     async def stop_session(self, session_id: str) -> bool:
         """Stop a running session (SIGTERM to its group, SIGKILL after its agent's
         ``stop_grace``; ``end_reason`` ``stopped``) and return once its exit was seen (or a
