@@ -177,7 +177,11 @@ def test_overlap_skip_records_one_refused_run_per_manual_trigger(daemon: DaemonP
     )
     assert status == 200
     assert sorted(r["id"] for r in page["data"] if r["error"]) == sorted(r["id"] for r in refused)
-    daemon.request("POST", f"/v1/sessions/{first['session_id']}/stop")
+    stopped = cli(daemon, "sessions", "stop", first["session_id"])
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"○ {first['session_id']} - killed" in stopped.stdout
+    shown = json.loads(cli(daemon, "sessions", "get", first["session_id"], "--json").stdout)
+    assert (shown["end_reason"], shown["signal"]) == ("stopped", "SIGTERM")
     assert run_now(daemon, deployment_id)["session_id"]  # the previous one ended: allowed
 
 
