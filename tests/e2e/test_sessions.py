@@ -41,7 +41,7 @@ def sessions_config(directory: Path, *, host: str = "edge-e2e", extra: str = "")
 state_dir = "{directory / "state"}"
 socket = "{directory / "run" / "control.sock"}"
 log_format = "json"
-host = "{host}"
+node_name = "{host}"
 
 [launcher]
 type = "command"

@@ -69,5 +69,5 @@ def create_launcher(
         stop_grace=settings.stop_grace,
         recorder=recorder,
         clock=clock,
-        host=config.daemon.host,
+        host=config.daemon.node_name,
     )
