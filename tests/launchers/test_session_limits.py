@@ -42,7 +42,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def make(tmp_path: Path, recorder: Recorder) -> Make:
-    def build(*, log_max_bytes: int = 1 << 20, **agents: AgentDecl) -> CommandLauncher:
+    def build(*, log_max_bytes: int | None = 1 << 20, **agents: AgentDecl) -> CommandLauncher:
         base = declarations(tmp_path)
         return CommandLauncher(
             declarations=replace(base, agents={**base.agents, **agents}),
@@ -184,6 +184,17 @@ async def test_output_under_the_cap_is_kept_whole(
     content = log_path(tmp_path, session_id).read_bytes()
     assert content == b"a" * 5000 + b"\nerr\n"
     assert ended["log_bytes"] == len(content)
+
+
+async def test_without_a_cap_the_whole_output_is_kept(
+    tmp_path: Path, make: Make, recorder: Recorder
+) -> None:
+    chatty = agent("agent_chatty", "head -c 300000 /dev/zero | tr '\\0' y")
+    async with make(agent_chatty=chatty, log_max_bytes=None) as launcher:
+        session_id = await launcher.create_session(session_request("agent_chatty"))
+        ended = await recorder.wait_ended(session_id)
+    assert log_path(tmp_path, session_id).read_bytes() == b"y" * 300000
+    assert ended["log_bytes"] == 300000
 
 
 def test_a_cap_below_the_minimum_is_refused(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ of agent ``A`` in environment ``E`` with vaults ``V...`` is the program ``A.argv
 - with stdin the JSON session request (``SessionRequest.session_body()`` plus ``session_id``,
   ``deployment_id`` and ``run_id``), written in full and then closed,
 - with stdout and stderr relayed into ``<state_dir>/sessions/<session_id>.log`` (directory
-  0700, file 0600), which never grows past ``log_max_bytes``: at the cap a marker line is
-  written and the rest discarded, while the child runs on,
+  0700, file 0600), which never grows past ``log_max_bytes`` (``None``: no cap): at the cap
+  a marker line is written and the rest discarded, while the child runs on,
 - with an environment built in this order, later sources winning: a minimal base taken from the
   daemon (``PATH``, defaulting to ``/usr/local/bin:/usr/bin:/bin``, then ``HOME``, ``USER``,
   ``LOGNAME``, ``LANG``, ``LC_ALL``, ``TZ`` and ``TMPDIR`` when set), the environment's ``env``,
@@ -225,10 +225,10 @@ class CommandLauncher:
         stop_grace: float = 10.0,
         recorder: SessionRecorder | None = None,
         clock: Clock,
-        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log_max_bytes: int | None = DEFAULT_LOG_MAX_BYTES,
         host: str | None = None,
     ) -> None:
-        if log_max_bytes < MIN_LOG_MAX_BYTES:
+        if log_max_bytes is not None and log_max_bytes < MIN_LOG_MAX_BYTES:
             raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
         self._declarations = declarations
         self._sessions_dir = state_dir / "sessions"
