@@ -39,7 +39,7 @@ from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agentcron.health import Reason
 from agentcron.journal import Journal, open_journal
 from agentcron.journal.postgres.password import load_journal_password
-from agentcron.launchers import create_launcher, log_cap
+from agentcron.launchers import create_launcher
 from agentcron.launchers.base import Launcher
 from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.command_checks import declaration_problems
@@ -471,7 +471,7 @@ def reload(
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
     if isinstance(launcher, CommandLauncher):
-        launcher.log_max_bytes = log_cap(config)
+        launcher.log_max_bytes = config.retention.session_log_max_bytes
     if pruner is not None:
         pruner.reload(config.retention)
     log.info(
