@@ -362,8 +362,8 @@ async def run_daemon(
             allowed_gids=daemon_cfg.allowed_gids,
             metrics=metrics,
             webhooks=runtime.webhooks,
-            sessions=sessions,
             retention=pruner,
+            sessions=sessions,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -414,6 +414,35 @@ async def run_daemon(
     log.info("daemon_stopped")
 
 
+def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
+    """The retention pruner over the stack's journal: session logs live in the state
+    directory with the ``command`` launcher; it yields to the fire path (``fires_busy``)."""
+    sessions_dir = (
+        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
+    )
+    return Pruner(
+        journal=runtime.journal,
+        clock=clock,
+        config=config.retention,
+        sessions_dir=sessions_dir,
+        busy=fires_busy(runtime, clock),
+    )
+
+
+def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 2.0) -> Callable[[], bool]:
+    """Whether the fire path has work now: fires in flight, or one due within ``ahead``
+    seconds (what the pruner yields to)."""
+    firing, scheduler = runtime.firing, runtime.scheduler
+
+    def busy() -> bool:
+        if firing.stats.in_flight > 0:
+            return True
+        next_fire = scheduler.next_fire_at()
+        return next_fire is not None and (next_fire - clock.now()).total_seconds() < ahead
+
+    return busy
+
+
 async def open_sessions(
     config: Config, journal: Journal, launcher: Launcher, clock: Clock
 ) -> Sessions:
@@ -431,22 +460,6 @@ async def open_sessions(
             session_ids=recovered[:20],
         )
     return LocalSessions(journal=journal, launcher=launcher)
-
-
-def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
-    """The retention pruner over the stack's journal: session logs live in the state
-    directory with the ``command`` launcher; it yields to the fires in flight."""
-    firing = runtime.firing
-    sessions_dir = (
-        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
-    )
-    return Pruner(
-        journal=runtime.journal,
-        clock=clock,
-        config=config.retention,
-        sessions_dir=sessions_dir,
-        busy=lambda: firing.stats.in_flight > 0,
-    )
 
 
 def reload(

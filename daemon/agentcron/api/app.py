@@ -53,8 +53,8 @@ def create_app(
     allowed_gids: Collection[int] = (),
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
-    sessions: Sessions | None = None,
     retention: routes.RetentionHealth | None = None,
+    sessions: Sessions | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
     runs through ``manual_runs`` (the fire path), health from ``scheduler``; ``/metrics``
@@ -74,10 +74,10 @@ def create_app(
         app[observability.METRICS] = metrics
     if webhooks is not None:
         app[observability.WEBHOOKS] = webhooks
-    if sessions is not None:
-        app[sessions_api.SESSIONS] = sessions
     if retention is not None:  # journal size, session-log bytes, last prune in /v1/health
         app[routes.RETENTION] = retention
+    if sessions is not None:
+        app[sessions_api.SESSIONS] = sessions
     app.add_routes(routes.routes)
     app.add_routes(observability.routes)
     app.add_routes(sessions_api.routes)
