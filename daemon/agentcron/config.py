@@ -106,8 +106,8 @@ class DaemonConfig:
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     auto_pause_on: tuple[str, ...] = ()
-    host: str | None = None
-    """The name local sessions record as their host (``None``: ``socket.gethostname()``)."""
+    node_name: str | None = None
+    """This daemon's name among daemons sharing a PostgreSQL journal (default: the host name)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +177,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
+
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _REDACTED = "***"
@@ -394,7 +396,7 @@ def parse_config(
         log_format=d.choice("log_format", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
         log_level=d.choice("log_level", _LOG_LEVELS, "info"),
         auto_pause_on=auto_pause_on,
-        host=_host_name(d, "host"),
+        node_name=_node_name(d),
     )
     d.finish()
 
@@ -472,6 +474,18 @@ def _journal(r: _Reader) -> JournalConfig:
     elif password_file is not None:
         r.problem("password_file", "is only used with journal.url (a PostgreSQL journal)")
     return JournalConfig(url=url, password_file=password_file)
+
+
+def _node_name(r: _Reader) -> str | None:
+    name = r.get("node_name", str, None)
+    if name is not None and not _NODE_NAME.match(name):
+        r.problem(
+            "node_name",
+            "must be 1-100 characters of letters, digits, '_', '.', ':' and '-', starting "
+            f"with a letter or digit, got {name!r}",
+        )
+        return None
+    return None if name is None else str(name)
 
 
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -690,17 +704,6 @@ def _agent(name: str, r: _Reader) -> AgentDecl:
         stop_grace=stop_grace,
         overlap=overlap,  # type: ignore[arg-type]
     )
-
-
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$")
-
-
-def _host_name(r: _Reader, name: str) -> str | None:
-    value = r.get(name, str, None)
-    if value is not None and not _HOST_NAME.match(value):
-        r.problem(name, "must be 1-253 letters, digits, '_', '.', ':' or '-' (a host name)")
-        return None
-    return None if value is None else str(value)
 
 
 def _environment(name: str, r: _Reader) -> EnvironmentDecl:

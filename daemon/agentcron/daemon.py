@@ -483,6 +483,8 @@ def reload(
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
+    if isinstance(launcher, CommandLauncher):
+        launcher.log_max_bytes = config.retention.session_log_max_bytes
     if pruner is not None:
         pruner.reload(config.retention)
     log.info(
