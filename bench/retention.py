@@ -13,7 +13,8 @@ journal's size at steady state.
   removed from its start until 5 s after the storm, over that time (it yields to the storm, so
   this is the rate a busy daemon gets, not the file's limit). Fire lag = launcher call minus
   due time (nominal + jitter), p50/p99 of each case, and their ratio; the cases interleave,
-  ``--repeats`` (3) storms each, and every figure is the median over them. Writer hold = the
+  ``--repeats`` (3) storms each (each on a fresh copy of the seeded file, synced to disk
+  first), and every figure is the median over them. Writer hold = the
   time the delete statements of one batch took inside their write transaction
   (``Pruned.held``); its max is the largest of all repeats.
 - **steady state**: a fake clock at 1,000 deployments per minute, every run claimed and
@@ -302,6 +303,7 @@ def storm_rows(directory: Path, runs: int, n: int, repeats: int) -> list[Row]:
         for prune in (False, True):  # interleaved: the machine's noise hits both alike
             path = directory / f"case-{int(prune)}.db"
             shutil.copyfile(seeded, path)  # a closed file: a plain copy is exact here
+            os.sync()  # the copy's writeback must not land in the storm's fsyncs
             results[prune].append(
                 anyio.run(functools.partial(storm_case, path, deployments, minute, prune=prune))
             )

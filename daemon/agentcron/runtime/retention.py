@@ -56,8 +56,9 @@ PAUSE = 0.02
 REST_RATIO = 4.0
 """Rest between batches, at least, as a multiple of the last batch's hold: the pruner holds
 the writer for at most a fifth of the time while it works through a backlog."""
-MAX_YIELD = 5.0
-"""Seconds a batch waits, at most, for the fires in flight to finish."""
+MAX_YIELD = 30.0
+"""Seconds a batch waits, at most, while the fire path is busy (longer than a storm's jitter
+window): then it goes anyway, so a daemon that is never idle still prunes."""
 ORPHAN_CHECKS = 1000
 """Old log files looked up in the journal per pass (those no session names are removed)."""
 
