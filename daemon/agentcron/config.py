@@ -144,6 +144,29 @@ class MetricsConfig:
     listen: tuple[str, int] | None = None
 
 
+DAY = 86_400.0
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    """``[retention]``: how long the journal keeps runs, sessions and their logs (every key
+    optional; ``None`` is ``"off"``: kept forever, no limit). README: Retention and backups."""
+
+    runs: float | None = 90 * DAY
+    """Seconds a completed run is kept (its webhook outbox rows too, once settled)."""
+    sessions: float | None = 30 * DAY
+    """Seconds a local session's journal row and log file are kept after it ended."""
+    session_log_max_bytes: int | None = 10 * MIB
+    """The cap of one session's log file (the command launcher truncates at it)."""
+    runs_max_count: int | None = 1_000_000
+    """At most this many completed runs are kept (oldest pruned first)."""
+    session_logs_max_bytes: int | None = 1024 * MIB
+    """At most this many bytes of session logs are kept (oldest ended sessions pruned first)."""
+    interval: float = 60.0
+    """Seconds between two pruning passes."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     daemon: DaemonConfig
@@ -152,6 +175,7 @@ class Config:
     journal: JournalConfig = field(default_factory=JournalConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -348,6 +372,7 @@ def parse_config(
     journal_table = top.get("journal", dict, {})
     webhooks_list = top.get("webhooks", list, [])
     metrics_table = top.get("metrics", dict, {})
+    retention_table = top.get("retention", dict, {})
     top.finish()
 
     d = top.child(daemon_table, "daemon")
@@ -414,6 +439,9 @@ def parse_config(
     mr = top.child(metrics_table, "metrics")
     metrics = MetricsConfig(listen=_listen_address(mr, "listen"))
     mr.finish()
+    rr = top.child(retention_table, "retention")
+    retention = _retention(rr)
+    rr.finish()
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -423,6 +451,7 @@ def parse_config(
         journal=journal,
         webhooks=webhooks,
         metrics=metrics,
+        retention=retention,
     )
 
 
@@ -512,6 +541,97 @@ def _webhooks(top: _Reader, items: list[Any]) -> tuple[WebhookConfig, ...]:
         )
         r.finish()
     return tuple(result)
+
+
+_OFF = ("off", "0")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB, "TiB": 1024**2 * MIB}
+
+
+def _retention(r: _Reader) -> RetentionConfig:
+    """``[retention]``; every limit also takes ``"off"`` (or ``0``): no limit."""
+    default = RetentionConfig()
+    return RetentionConfig(
+        runs=_retention_period(r, "runs", default.runs),
+        sessions=_retention_period(r, "sessions", default.sessions),
+        session_log_max_bytes=_size_or_off(
+            r, "session_log_max_bytes", default.session_log_max_bytes, low=4096
+        ),
+        runs_max_count=_count_or_off(r, "runs_max_count", default.runs_max_count, low=1000),
+        session_logs_max_bytes=_size_or_off(
+            r, "session_logs_max_bytes", default.session_logs_max_bytes, low=MIB
+        ),
+        interval=r.duration("interval", default.interval, low=1.0, high=DAY),
+    )
+
+
+def _is_off(value: Any) -> bool:
+    return (isinstance(value, str) and value.strip().lower() in _OFF) or (
+        isinstance(value, int) and not isinstance(value, bool) and value == 0
+    )
+
+
+def _retention_period(r: _Reader, name: str, default: float | None) -> float | None:
+    """A duration of at least one minute (``"90d"``, ``"12h"``), or ``"off"``."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if _is_off(value):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        r.problem(name, f"{exc}, or 'off' to keep forever")
+        return default
+    if seconds < 60:
+        r.problem(name, f"must be at least 1m (or 'off' to keep forever), got {seconds:g}s")
+        return default
+    return seconds
+
+
+def _size_or_off(r: _Reader, name: str, default: int | None, *, low: int) -> int | None:
+    """A size in bytes (``4096``, ``"512KiB"``, ``"10MiB"``, ``"2GiB"``) of at least ``low``,
+    or ``"off"``."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if _is_off(value):
+        return None
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size is None:
+        r.problem(
+            name,
+            f"{value!r} is not a size: use a number of bytes or '512KiB', '10MiB', '2GiB' "
+            "(or 'off')",
+        )
+        return default
+    if size < low:
+        r.problem(name, f"must be at least {low} bytes (or 'off'), got {size}")
+        return default
+    return size
+
+
+def _count_or_off(r: _Reader, name: str, default: int | None, *, low: int) -> int | None:
+    """A whole number of at least ``low``, or ``"off"`` (``0``)."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if _is_off(value):
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        r.problem(name, f"expected an integer (or 'off'), got {type(value).__name__}")
+        return default
+    if value < low:
+        r.problem(name, f"must be at least {low} (or 'off'), got {value}")
+        return default
+    return value
 
 
 def _durations(r: _Reader, name: str) -> tuple[float, ...]:

@@ -50,6 +50,7 @@ from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
+from agentcron.runtime.retention import Pruner
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from agentcron.runtime.sessions import HostedSessions, LocalSessions, Sessions
@@ -248,6 +249,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             for webhook in config.webhooks
         ],
         "metrics": plain(dataclasses.asdict(config.metrics)),
+        "retention": plain(dataclasses.asdict(config.retention)),
     }
 
 
@@ -348,6 +350,7 @@ async def run_daemon(
             webhooks=endpoints,
         )
         service, scheduler = runtime.service, runtime.scheduler
+        pruner = build_pruner(config, runtime, clock)
         app = create_app(
             service=service,
             manual_runs=runtime.firing,
@@ -359,6 +362,7 @@ async def run_daemon(
             allowed_gids=daemon_cfg.allowed_gids,
             metrics=metrics,
             webhooks=runtime.webhooks,
+            retention=pruner,
             sessions=sessions,
         )
         inherited = listen_fds(environ)
@@ -380,7 +384,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload(read_config, launcher, environ)
+                        reload(read_config, launcher, environ, pruner=pruner)
                         continue
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     notifier.stopping()
@@ -406,7 +410,37 @@ async def run_daemon(
                 deployments=counts,
             )
             tg.start_soon(keep_status_current)
+            await tg.start(pruner.run)
     log.info("daemon_stopped")
+
+
+def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
+    """The retention pruner over the stack's journal: session logs live in the state
+    directory with the ``command`` launcher; it yields to the fire path (``fires_busy``)."""
+    sessions_dir = (
+        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
+    )
+    return Pruner(
+        journal=runtime.journal,
+        clock=clock,
+        config=config.retention,
+        sessions_dir=sessions_dir,
+        busy=fires_busy(runtime, clock),
+    )
+
+
+def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 2.0) -> Callable[[], bool]:
+    """Whether the fire path has work now: fires in flight, or one due within ``ahead``
+    seconds (what the pruner yields to)."""
+    firing, scheduler = runtime.firing, runtime.scheduler
+
+    def busy() -> bool:
+        if firing.stats.in_flight > 0:
+            return True
+        next_fire = scheduler.next_fire_at()
+        return next_fire is not None and (next_fire - clock.now()).total_seconds() < ahead
+
+    return busy
 
 
 async def open_sessions(
@@ -428,8 +462,15 @@ async def open_sessions(
     return LocalSessions(journal=journal, launcher=launcher)
 
 
-def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str, str]) -> None:
-    """SIGHUP: re-read the config; apply launcher declarations and the log level.
+def reload(
+    read: Callable[[], Config],
+    launcher: Launcher,
+    environ: Mapping[str, str],
+    *,
+    pruner: Pruner | None = None,
+) -> None:
+    """SIGHUP: re-read the config; apply launcher declarations, the log level and
+    ``[retention]``.
 
     An invalid file is logged and ignored: the daemon keeps its current settings. Declarations
     that would fail at fire time are applied and logged as warnings (``warn_unusable``).
@@ -442,6 +483,10 @@ def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str,
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
+    if isinstance(launcher, CommandLauncher):
+        launcher.log_max_bytes = config.retention.session_log_max_bytes
+    if pruner is not None:
+        pruner.reload(config.retention)
     log.info(
         "daemon_reloaded",
         log_level=config.daemon.log_level,

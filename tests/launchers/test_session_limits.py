@@ -78,7 +78,7 @@ async def test_max_duration_stops_the_whole_process_group_and_records_why(
     async with make(agent_tree=limited) as launcher:
         session_id = await launcher.create_session(session_request("agent_tree"))
         path = log_path(tmp_path, session_id)
-        await wait_for_text(path, "\nchild=")  # after the grandchild= line
+        await wait_for_text(path, "\nchild=")  # not the "grandchild=" line before it
         pids = pids_in_log(path)
         assert not process_exited(pids["grandchild"])
         with anyio.fail_after(10):
@@ -137,7 +137,7 @@ async def test_stop_session_terminates_the_group_and_records_stopped(
     async with make(agent_tree=agent("agent_tree", TREE)) as launcher:
         session_id = await launcher.create_session(session_request("agent_tree"))
         path = log_path(tmp_path, session_id)
-        await wait_for_text(path, "\nchild=")  # after the grandchild= line
+        await wait_for_text(path, "\nchild=")  # not the "grandchild=" line before it
         running = launcher.running_session(session_id)
         assert running is not None
         assert (running.pid, running.stopping) == (pids_in_log(path)["child"], None)

@@ -53,6 +53,7 @@ def create_app(
     allowed_gids: Collection[int] = (),
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
+    retention: routes.RetentionHealth | None = None,
     sessions: Sessions | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
@@ -73,6 +74,8 @@ def create_app(
         app[observability.METRICS] = metrics
     if webhooks is not None:
         app[observability.WEBHOOKS] = webhooks
+    if retention is not None:  # journal size, session-log bytes, last prune in /v1/health
+        app[routes.RETENTION] = retention
     if sessions is not None:
         app[sessions_api.SESSIONS] = sessions
     app.add_routes(routes.routes)

@@ -70,4 +70,5 @@ def create_launcher(
         recorder=recorder,
         clock=clock,
         host=config.daemon.node_name,
+        log_max_bytes=config.retention.session_log_max_bytes,
     )

@@ -269,6 +269,18 @@ class CommandLauncher:
         if task_group is not None:
             await task_group.__aexit__(exc_type, exc, tb)
 
+    @property
+    def log_max_bytes(self) -> int | None:
+        """The cap of the logs of sessions started from now on (``None``: no cap; SIGHUP may
+        change it)."""
+        return self._log_max_bytes
+
+    @log_max_bytes.setter
+    def log_max_bytes(self, value: int | None) -> None:
+        if value is not None and value < MIN_LOG_MAX_BYTES:
+            raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
+        self._log_max_bytes = value
+
     def reload(self, declarations: Declarations) -> None:
         """Replace the declared agents, environments and vaults (SIGHUP).
 
