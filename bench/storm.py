@@ -391,7 +391,7 @@ def _start_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[
     return subprocess.Popen(
         [
             *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(output)),
-            *("--duration", str(round(seconds)), "--threads", "--nonblocking", "--rate", "100"),
+            *("--duration", str(round(seconds)), "--threads", "--nonblocking", "--rate", "500"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
