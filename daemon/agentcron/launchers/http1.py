@@ -77,7 +77,7 @@ class _Exchange(asyncio.Protocol):
         self._mode = ""  # "length", "chunked" or "close"
         self._length = 0
         self._body = bytearray()
-        self._chunk_left = -1  # chunked: bytes left in the current chunk (-1: read a size line)
+        self._chunk_left = -1  # chunked: bytes left in this chunk; -1: a size line; -2: trailers
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -214,7 +214,16 @@ class _Exchange(asyncio.Protocol):
                 raise Unanswered("the answer's body is too large")
             return False
         while True:  # chunked
-            if self._chunk_left < 0:
+            if self._chunk_left == -2:  # after the last chunk: trailers up to a blank line
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    return False
+                del buffer[: end + 2]
+                if end == 0:
+                    self._finish()
+                    return True
+                continue
+            if self._chunk_left == -1:  # a chunk-size line
                 end = buffer.find(b"\r\n")
                 if end < 0:
                     return False
@@ -224,16 +233,8 @@ class _Exchange(asyncio.Protocol):
                 except ValueError:
                     raise Unanswered("the answer has an invalid chunk size") from None
                 del buffer[: end + 2]
-                if self._chunk_left == 0:  # the last chunk: skip trailers up to a blank line
+                if self._chunk_left == 0:
                     self._chunk_left = -2
-            if self._chunk_left == -2:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    return False
-                del buffer[: end + 2]
-                if end == 0:
-                    self._finish()
-                    return True
                 continue
             if len(buffer) < self._chunk_left + 2:
                 return False
