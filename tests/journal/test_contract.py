@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -39,7 +41,9 @@ from agentcron.journal import (
     OutboxEvent,
     ScheduleRow,
 )
+from agentcron.journal.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from agentcron.journal.postgres.schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from agentcron.journal.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from agentcron.journal.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from agentcron.runtime.service import DeploymentService
 from tests.support.fakes import FakeClock, RecordingLauncher
@@ -877,6 +881,10 @@ async def test_local_sessions_are_recorded_in_order_in_few_transactions(journal:
         "exit_status": 101 % 3 - 1,
         "started_at": T0,
         "ended_at": T0 + timedelta(1),
+        "end_reason": "exited",
+        "signal": None,
+        "log_bytes": None,
+        "host": None,
     }
     assert await journal.get_session("sesn_unknown") is None
 
@@ -901,6 +909,131 @@ async def test_a_failed_session_record_is_logged_and_fails_alone(journal: Journa
     record = await journal.get_session("sesn_ok")
     assert record is not None
     assert record["exit_status"] == 0
+
+
+async def test_a_session_records_its_host_end_reason_signal_and_log_size(journal: Journal) -> None:
+    journal.session_started(
+        session_id="sesn_a",
+        run_id="drun_a",
+        deployment_id="depl_a",
+        pid=4242,
+        started_at=T0,
+        host="edge-1",
+    )
+    await journal.flush()
+    running = await journal.get_session("sesn_a")
+    assert running is not None
+    assert (running["host"], running["ended_at"], running["end_reason"]) == ("edge-1", None, None)
+    journal.session_ended(
+        session_id="sesn_a",
+        exit_status=-9,
+        ended_at=T0 + timedelta(seconds=5),
+        end_reason="max_duration",
+        log_bytes=1234,
+    )
+    await journal.flush()
+    assert await journal.get_session("sesn_a") == {
+        "session_id": "sesn_a",
+        "run_id": "drun_a",
+        "deployment_id": "depl_a",
+        "pid": 4242,
+        "exit_status": -9,
+        "started_at": T0,
+        "ended_at": T0 + timedelta(seconds=5),
+        "end_reason": "max_duration",
+        "signal": 9,
+        "log_bytes": 1234,
+        "host": "edge-1",
+    }
+
+
+async def test_recover_sessions_ends_only_the_running_sessions_of_that_host(
+    journal: Journal,
+) -> None:
+    for session_id, host in (("sesn_1", "edge-1"), ("sesn_2", "edge-1"), ("sesn_3", "edge-2")):
+        journal.session_started(
+            session_id=session_id,
+            run_id="drun_1",
+            deployment_id="depl_1",
+            pid=1,
+            started_at=T0,
+            host=host,
+        )
+    journal.session_ended(session_id="sesn_2", exit_status=0, ended_at=T0, log_bytes=3)
+    later = T0 + timedelta(minutes=5)
+    assert await journal.recover_sessions(host="edge-1", ended_at=later) == ["sesn_1"]
+    recovered = await journal.get_session("sesn_1")
+    assert recovered is not None
+    assert (recovered["ended_at"], recovered["end_reason"], recovered["exit_status"]) == (
+        later,
+        "recovered",
+        None,
+    )
+    ended = await journal.get_session("sesn_2")
+    assert ended is not None
+    assert (ended["end_reason"], ended["log_bytes"]) == ("exited", 3)
+    other = await journal.get_session("sesn_3")
+    assert other is not None
+    assert other["ended_at"] is None
+    assert await journal.recover_sessions(host="edge-1", ended_at=later) == []
+
+
+async def test_a_version_2_store_migrates_to_version_3_and_keeps_its_sessions(
+    store: Store,
+) -> None:
+    """Schema step 3 (the session record's end reason, signal, log size, host) on a store a
+    version-2 agentcron left, with a session still running and one that ended."""
+    await _create_at_version_2(store)
+    async with store.open() as journal:
+        old = await journal.get_session("sesn_old")
+        assert old is not None
+        assert (old["pid"], old["exit_status"], old["host"], old["end_reason"]) == (
+            42,
+            -15,
+            None,
+            None,
+        )
+        assert old["signal"] is None  # not known for sessions recorded before step 3
+        running = await journal.get_session("sesn_running")
+        assert running is not None
+        assert running["ended_at"] is None
+        journal.session_ended(
+            session_id="sesn_running", exit_status=0, ended_at=T0, end_reason="exited", log_bytes=9
+        )
+        await journal.flush()
+        done = await journal.get_session("sesn_running")
+        assert done is not None
+        assert (done["end_reason"], done["log_bytes"]) == ("exited", 9)
+    assert store.schema_version() == SCHEMA_VERSIONS[store.backend] == 3
+
+
+async def _create_at_version_2(store: Store) -> None:
+    rows = (
+        "INSERT INTO sessions (session_id, run_id, deployment_id, pid, exit_status, started_at, "
+        "ended_at) VALUES ('sesn_old', 'drun_old', 'depl_old', 42, -15, {t}, {t}), "
+        "('sesn_running', 'drun_new', 'depl_old', 43, NULL, {t}, NULL)"
+    )
+    if store.backend == "sqlite":
+        assert store.path is not None
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(store.path, isolation_level=None) as lite:
+            script = "\n".join(SQLITE_MIGRATIONS[:2])
+            lite.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = 2;\nCOMMIT;")
+            lite.execute(rows.format(t=to_micros(T0)))
+        return
+    conn = await asyncpg.connect(store.url)
+    try:
+        async with conn.transaction():
+            for step in PG_MIGRATIONS[:2]:
+                await conn.execute(step)
+            await conn.execute(
+                "CREATE TABLE agentcron_schema (only_row boolean PRIMARY KEY DEFAULT true "
+                "CHECK (only_row), version integer NOT NULL); "
+                "INSERT INTO agentcron_schema (version) VALUES (2)"
+            )
+            await conn.execute(rows.format(t="now()"))
+    finally:
+        await conn.close()
 
 
 # --- opening, migrations, closing --------------------------------------------------------------

@@ -352,7 +352,7 @@ async def test_a_version_1_database_gains_the_outbox_and_keeps_its_rows(postgres
         assert [d.event_id for d in await journal.list_deliveries(limit=10)] == [event.id]
     conn = await asyncpg.connect(postgres_url)
     try:
-        assert await schema_version(conn) == SCHEMA_VERSION == 2
+        assert await schema_version(conn) == SCHEMA_VERSION == 3
     finally:
         await conn.close()
 

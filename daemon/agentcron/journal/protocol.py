@@ -334,18 +334,43 @@ class Journal(Protocol):
     # --- local sessions (the command launcher's ``SessionRecorder``) ----------------------
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
-        """Queue the record that local session ``session_id`` started as process ``pid``."""
+        """Queue the record that local session ``session_id`` started as process ``pid`` on
+        ``host`` (the daemon's host name)."""
         ...
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Queue a local session's exit status (negative: killed by that signal)."""
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
+        """Queue a local session's end: its exit status (negative: killed by that signal, which
+        is also stored as ``signal``; ``None``: unknown), why it ended (``end_reason``) and its
+        log's size then."""
+        ...
+
+    async def recover_sessions(self, *, host: str, ended_at: datetime) -> list[str]:
+        """End every session of ``host`` still recorded as running (a daemon on that host
+        stopped without seeing it end): ``end_reason`` ``recovered``, exit status unknown.
+        Returns their ids. Sessions of other hosts are left alone."""
         ...
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """A local session's record: ``session_id``, ``run_id``, ``deployment_id``, ``pid``,
-        ``exit_status``, ``started_at``, ``ended_at`` (datetimes or ``None``)."""
+        ``exit_status``, ``started_at``, ``ended_at`` (datetimes or ``None``), ``end_reason``,
+        ``signal``, ``log_bytes`` and ``host`` (``None`` until known)."""
         ...
 
     async def flush(self) -> None:

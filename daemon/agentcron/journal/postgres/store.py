@@ -42,6 +42,7 @@ from agentcron.journal.postgres.writes import (
     Fence,
     RecoverOp,
     SessionEndOp,
+    SessionRecoverOp,
     SessionStartOp,
     StatementOp,
 )
@@ -299,7 +300,14 @@ class PostgresJournal(JournalQueries, OutboxQueries):
     # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
         """Queue the record that local session ``session_id`` started as process ``pid``."""
         self._writer.submit_nowait(
@@ -309,14 +317,33 @@ class PostgresJournal(JournalQueries, OutboxQueries):
                 deployment_id=deployment_id,
                 pid=pid,
                 started_at=started_at,
+                host=host,
             )
         )
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Queue a local session's exit status (negative: killed by that signal)."""
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
+        """Queue a local session's end (see ``Journal.session_ended``)."""
         self._writer.submit_nowait(
-            SessionEndOp(session_id=session_id, exit_status=exit_status, ended_at=ended_at)
+            SessionEndOp(
+                session_id=session_id,
+                exit_status=exit_status,
+                ended_at=ended_at,
+                end_reason=end_reason,
+                log_bytes=log_bytes,
+            )
         )
+
+    async def recover_sessions(self, *, host: str, ended_at: datetime) -> list[str]:
+        """End the sessions ``host`` left running; see ``Journal.recover_sessions``."""
+        return await self._writer.submit(SessionRecoverOp(host=host, ended_at=ended_at))
 
     async def flush(self) -> None:
         """Return once every write queued so far has committed (or failed)."""
