@@ -297,6 +297,18 @@ async def _stand_in(launcher: LauncherName, kind: ServerKind) -> AsyncIterator[S
         yield api
 
 
+async def _drain_notifications(daemon: DaemonProcess) -> None:
+    """Read the daemon's systemd notifications (``STATUS=`` every 10 s) as systemd would.
+
+    The notify socket is a datagram socket whose queue holds only
+    ``/proc/sys/net/unix/max_dgram_qlen`` messages (10 by default): left unread, a daemon that
+    runs longer than about 100 s, as a storm of 10,000 does, would block on its next status."""
+    while True:
+        if daemon.notify is not None:
+            daemon.notify.drain()
+        await anyio.sleep(1.0)
+
+
 def _next_minute(after: datetime) -> datetime:
     floor = after.replace(second=0, microsecond=0)
     return floor + timedelta(minutes=1)
@@ -330,15 +342,18 @@ async def run_storm(
                 await anyio.to_thread.run_sync(daemon.start)
             except AssertionError as exc:  # no READY=1: say why the daemon did not start
                 raise RuntimeError(f"agentcrond did not start:\n{daemon.logs()[-3000:]}") from exc
-            result = await _measure(
-                daemon,
-                n,
-                launcher,
-                max_jitter,
-                profile,
-                create_us=create_us,
-                stand_in_pid=api.pid if api else None,
-            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_drain_notifications, daemon)
+                result = await _measure(
+                    daemon,
+                    n,
+                    launcher,
+                    max_jitter,
+                    profile,
+                    create_us=create_us,
+                    stand_in_pid=api.pid if api else None,
+                )
+                tg.cancel_scope.cancel()
             return dataclasses.replace(result, in_flight=in_flight, stand_in=stand_in)
         finally:
             await anyio.to_thread.run_sync(daemon.close)
