@@ -2,6 +2,7 @@
 
     python -m bench.stand_in [--n N ...] [--in-flight K ...] [--server aiohttp|lean]
     python -m bench.stand_in --serve       the lean server alone, until stdin closes
+    python -m bench.stand_in --client      the daemon's launcher alone against the stand-in
 
 The stand-in (``python -m tests.support.hosted_api``, its own process, no delay) receives the burst
 the daemon sends it in a zero-jitter ``managed_agents`` storm: N ``POST /v1/sessions`` with
@@ -358,6 +359,95 @@ async def serve_lean() -> None:
         server.close()
 
 
+# -- the launcher alone -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientResult:
+    n: int
+    in_flight: int
+    server: ServerKind
+    pool: str  # "cold": connections opened by the burst; "warm": opened before it
+    wall_s: float
+    cpu_us: float  # this process's event-loop thread, per session creation
+
+
+async def run_client(n: int, in_flight: int, kind: ServerKind) -> list[ClientResult]:
+    """``ManagedAgentsLauncher.create_session`` ``n`` times, ``in_flight`` at a time, against a
+    fresh stand-in process: once on a new launcher (its pool opens connections during the
+    burst), once on a launcher whose connections were opened before (``warm``, or, where the
+    launcher has none, by a first burst of ``in_flight`` creations)."""
+    from agentcron.launchers.managed_agents import ManagedAgentsLauncher  # noqa: PLC0415
+
+    results: list[ClientResult] = []
+    async with stand_in_process(kind) as server:
+        for pool in ("cold", "warm"):
+            launcher = ManagedAgentsLauncher(
+                base_url=server.base_url, api_key=server.api_key, timeout=60, max_connections=256
+            )
+            async with launcher:
+                if pool == "warm":
+                    warm = getattr(launcher, "warm", None)
+                    if warm is not None:
+                        await warm(in_flight)
+                    else:
+                        await _creations(launcher, in_flight, in_flight)
+                    await anyio.sleep(0.5)
+                wall, cpu = await _creations(launcher, n, in_flight)
+            results.append(
+                ClientResult(
+                    n=n,
+                    in_flight=in_flight,
+                    server=kind,
+                    pool=pool,
+                    wall_s=wall,
+                    cpu_us=cpu / n * 1e6,
+                )
+            )
+    return results
+
+
+async def _creations(launcher: Any, n: int, in_flight: int) -> tuple[float, float]:
+    """(wall seconds, event-loop thread CPU seconds) of ``n`` creations, ``in_flight`` at once."""
+    indexes = iter(range(n))
+
+    async def worker() -> None:
+        for index in indexes:
+            await launcher.create_session(
+                SessionRequest(
+                    deployment_id=f"depl_storm{index}",
+                    run_id=f"drun_storm{index}",
+                    agent=AgentRef(id=AGENT, version=1),
+                    environment_id=ENVIRONMENT,
+                    initial_events=EVENTS,
+                    title=f"storm-{index}",
+                )
+            )
+
+    started, cpu = time.perf_counter(), time.thread_time()
+    async with anyio.create_task_group() as tg:
+        for _ in range(in_flight):
+            tg.start_soon(worker)
+    return time.perf_counter() - started, time.thread_time() - cpu
+
+
+def client_rows(result: ClientResult) -> list[Row]:
+    case = (
+        f"launcher alone vs {result.server} stand-in, N={result.n:,} "
+        f"in-flight={result.in_flight}, {result.pool} pool"
+    )
+    return [
+        Row(bench="client", case=case, metric="burst wall", value=result.wall_s * 1000, unit="ms"),
+        Row(
+            bench="client",
+            case=case,
+            metric="event-loop CPU per creation",
+            value=result.cpu_us,
+            unit="µs",
+        ),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stand_in", description=__doc__)
     parser.add_argument("--n", type=int, action="append", help="burst size (repeatable)")
@@ -366,11 +456,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--server", choices=["aiohttp", "lean"], action="append", help="(repeatable; aiohttp)"
     )
     parser.add_argument("--serve", action="store_true", help="run the lean server alone")
+    parser.add_argument(
+        "--client", action="store_true", help="time the daemon's launcher instead of the server"
+    )
     args = parser.parse_args(argv)
     if args.serve:
         anyio.run(serve_lean)
         return 0
     rows: list[Row] = []
+    if args.client:
+        for kind in args.server or ["aiohttp"]:
+            for n in args.n or [2_000]:
+                for in_flight in args.in_flight or [256]:
+                    for result in anyio.run(run_client, n, in_flight, kind):
+                        rows += client_rows(result)
+        print(render_rows(rows))
+        return 0
     for kind in args.server or ["aiohttp"]:
         for n in args.n or [2_000, 10_000]:
             for in_flight in args.in_flight or [256]:
