@@ -41,6 +41,7 @@ from agentcron.journal import Journal, open_journal
 from agentcron.journal.postgres.password import load_journal_password
 from agentcron.launchers import create_launcher
 from agentcron.launchers.base import Launcher
+from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.command_checks import declaration_problems
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
@@ -49,8 +50,10 @@ from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
+from agentcron.runtime.retention import Pruner
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
+from agentcron.runtime.sessions import HostedSessions, LocalSessions, Sessions
 from agentcron.systemd import Notifier, listen_fds
 
 log = structlog.get_logger("agentcron.daemon")
@@ -246,6 +249,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             for webhook in config.webhooks
         ],
         "metrics": plain(dataclasses.asdict(config.metrics)),
+        "retention": plain(dataclasses.asdict(config.retention)),
     }
 
 
@@ -326,6 +330,7 @@ async def run_daemon(
         )
         launcher = create_launcher(config, recorder=journal, clock=clock)
         await stack.enter_async_context(launcher)
+        sessions = await open_sessions(config, journal, launcher, clock)
         max_sleep = 30.0
         if notifier.watchdog_interval is not None:
             max_sleep = min(max_sleep, notifier.watchdog_interval / 2)
@@ -345,6 +350,7 @@ async def run_daemon(
             webhooks=endpoints,
         )
         service, scheduler = runtime.service, runtime.scheduler
+        pruner = build_pruner(config, runtime, clock)
         app = create_app(
             service=service,
             manual_runs=runtime.firing,
@@ -356,6 +362,8 @@ async def run_daemon(
             allowed_gids=daemon_cfg.allowed_gids,
             metrics=metrics,
             webhooks=runtime.webhooks,
+            retention=pruner,
+            sessions=sessions,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -376,7 +384,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload(read_config, launcher, environ)
+                        reload(read_config, launcher, environ, pruner=pruner)
                         continue
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     notifier.stopping()
@@ -402,11 +410,67 @@ async def run_daemon(
                 deployments=counts,
             )
             tg.start_soon(keep_status_current)
+            await tg.start(pruner.run)
     log.info("daemon_stopped")
 
 
-def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str, str]) -> None:
-    """SIGHUP: re-read the config; apply launcher declarations and the log level.
+def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
+    """The retention pruner over the stack's journal: session logs live in the state
+    directory with the ``command`` launcher; it yields to the fire path (``fires_busy``)."""
+    sessions_dir = (
+        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
+    )
+    return Pruner(
+        journal=runtime.journal,
+        clock=clock,
+        config=config.retention,
+        sessions_dir=sessions_dir,
+        busy=fires_busy(runtime, clock),
+    )
+
+
+def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 2.0) -> Callable[[], bool]:
+    """Whether the fire path has work now: fires in flight, or one due within ``ahead``
+    seconds (what the pruner yields to)."""
+    firing, scheduler = runtime.firing, runtime.scheduler
+
+    def busy() -> bool:
+        if firing.stats.in_flight > 0:
+            return True
+        next_fire = scheduler.next_fire_at()
+        return next_fire is not None and (next_fire - clock.now()).total_seconds() < ahead
+
+    return busy
+
+
+async def open_sessions(
+    config: Config, journal: Journal, launcher: Launcher, clock: Clock
+) -> Sessions:
+    """What ``/v1/sessions`` serves. With the ``command`` launcher, the sessions this host's
+    previous daemon left recorded as running are ended first (``recovered``): no daemon can
+    see their end any more."""
+    if not isinstance(launcher, CommandLauncher):
+        return HostedSessions(config.launcher.managed_agents.base_url)
+    recovered = await journal.recover_sessions(host=launcher.host, ended_at=clock.now())
+    if recovered:
+        log.warning(
+            "sessions_recovered",
+            count=len(recovered),
+            host=launcher.host,
+            session_ids=recovered[:20],
+        )
+    return LocalSessions(journal=journal, launcher=launcher)
+
+
+def reload(
+    read: Callable[[], Config],
+    launcher: Launcher,
+    environ: Mapping[str, str],
+    *,
+    pruner: Pruner | None = None,
+) -> None:
+    """SIGHUP: re-read the config; apply launcher declarations, the log level and
+    ``[retention]``.
 
     An invalid file is logged and ignored: the daemon keeps its current settings. Declarations
     that would fail at fire time are applied and logged as warnings (``warn_unusable``).
@@ -419,6 +483,10 @@ def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str,
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
+    if isinstance(launcher, CommandLauncher):
+        launcher.log_max_bytes = config.retention.session_log_max_bytes
+    if pruner is not None:
+        pruner.reload(config.retention)
     log.info(
         "daemon_reloaded",
         log_level=config.daemon.log_level,

@@ -43,6 +43,14 @@ class SchedulerHealth(Protocol):
         ...
 
 
+class RetentionHealth(Protocol):
+    """What ``/v1/health`` reports of retention (``agentcron.runtime.retention.Pruner``)."""
+
+    async def health(self) -> dict[str, Any]:
+        """Journal size, session-log bytes and the latest prune (JSON-ready)."""
+        ...
+
+
 SERVICE = web.AppKey("service", DeploymentService)
 MANUAL_RUNS = web.AppKey[ManualRuns]("manual_runs")
 SCHEDULER = web.AppKey[SchedulerHealth]("scheduler")
@@ -50,6 +58,7 @@ CLOCK = web.AppKey[Clock]("clock")
 JOURNAL_PATH: web.AppKey[Path | str] = web.AppKey("journal_path")
 """Where the journal lives: its file, or its database URL without the password."""
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+RETENTION = web.AppKey[RetentionHealth]("retention")
 
 routes = web.RouteTableDef()
 
@@ -174,14 +183,15 @@ async def get_run(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     app = request.app
     reasons = await app[SERVICE].degraded_reasons()
-    return json_response(
-        {
-            "status": "degraded" if reasons else "ok",
-            "reasons": [reason.to_wire() for reason in reasons],
-            "version": __version__,
-            "journal": str(app[JOURNAL_PATH]),
-            "deployments": await app[SERVICE].counts(),
-            "scheduler": app[SCHEDULER].health(),
-            "now": format_ts(app[CLOCK].now()),
-        }
-    )
+    body = {
+        "status": "degraded" if reasons else "ok",
+        "reasons": [reason.to_wire() for reason in reasons],
+        "version": __version__,
+        "journal": str(app[JOURNAL_PATH]),
+        "deployments": await app[SERVICE].counts(),
+        "scheduler": app[SCHEDULER].health(),
+        "now": format_ts(app[CLOCK].now()),
+    }
+    if RETENTION in app:
+        body["retention"] = await app[RETENTION].health()
+    return json_response(body)

@@ -69,4 +69,6 @@ def create_launcher(
         stop_grace=settings.stop_grace,
         recorder=recorder,
         clock=clock,
+        host=config.daemon.node_name,
+        log_max_bytes=config.retention.session_log_max_bytes,
     )

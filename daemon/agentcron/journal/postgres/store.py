@@ -33,6 +33,7 @@ from agentcron.errors import AgentcronError, JournalError
 from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors
 from agentcron.journal.postgres.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.postgres.reads import JournalQueries
+from agentcron.journal.postgres.retention import RetentionOps
 from agentcron.journal.postgres.rows import DEPLOYMENT_MUTABLE, DEPLOYMENT_NAMES, deployment_values
 from agentcron.journal.postgres.schema import migrate
 from agentcron.journal.postgres.writer import GroupCommitWriter
@@ -66,7 +67,7 @@ _UPDATE_DEPLOYMENT = (
 )
 
 
-class PostgresJournal(JournalQueries, OutboxQueries):
+class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
     """The open PostgreSQL journal (implements ``agentcron.journal.Journal``).
 
     Open with ``async with PostgresJournal.open(url, password=...) as journal:``; leaving the

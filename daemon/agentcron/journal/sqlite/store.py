@@ -40,6 +40,7 @@ from agentcron.journal.protocol import Claim, Delivery, EndpointState, OutboxEve
 from agentcron.journal.rows import RECOVERED_ERROR, SESSION_COLUMNS, check_outcome, new_claim
 from agentcron.journal.sqlite.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.sqlite.reads import JournalQueries
+from agentcron.journal.sqlite.retention import RetentionOps
 from agentcron.journal.sqlite.rows import (
     DEPLOYMENT_COLUMNS,
     DEPLOYMENT_MUTABLE,
@@ -170,7 +171,7 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
 
 
-class SqliteJournal(JournalQueries, OutboxQueries):
+class SqliteJournal(JournalQueries, OutboxQueries, RetentionOps):
     """The open SQLite journal (implements ``agentcron.journal.Journal``).
 
     Open with ``async with SqliteJournal.open(path) as journal:``; leaving the block commits
