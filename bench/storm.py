@@ -32,8 +32,15 @@ last of N simultaneous runs waits for its record. A zero-jitter ``managed_agents
 followed by the same burst against the stand-in alone (``bench.stand_in``) and the ratio of the
 two: how far above the stand-in's own floor the daemon is.
 
+``--stand-in lean`` has the ``managed_agents`` storm (and its floor) run against the lean
+stand-in of ``bench.stand_in`` instead of the test suite's aiohttp one (see there).
+
+Beside the launcher's lag, each storm reports the CPU of each daemon thread over the window
+(``/proc/<pid>/task``) and, from the daemon's own ``/metrics`` read before and after the minute,
+the journal write transactions committed, their mean duration and the mean session creation.
+
 ``python -m bench.storm [--quick] [--n N ...] [--launcher command|managed_agents]
-[--max-jitter SECONDS]``.
+[--max-jitter SECONDS] [--stand-in aiohttp|lean]``.
 """
 
 from __future__ import annotations
@@ -79,7 +86,13 @@ from bench.common import (
     render_rows,
     scratch_dir,
 )
-from bench.stand_in import StandIn, run_stand_in, stand_in_process, stand_in_rows
+from bench.stand_in import (
+    ServerKind,
+    StandIn,
+    run_stand_in,
+    stand_in_process,
+    stand_in_rows,
+)
 
 LauncherName = Literal["command", "managed_agents"]
 CONNECTIONS = 16
@@ -110,6 +123,72 @@ class StormResult:
     recorded_ms: Spread  # created_at - scheduled_at of the minute's runs, read through the SDK
     stand_in_cpu_s: float  # the managed_agents stand-in's process over the window; nan: none
     in_flight: int | None = None  # [launcher] max_concurrent_creations; None: the default
+    threads_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)  # per thread name
+    phases: Phases | None = None  # the daemon's own histograms over the minute (/metrics)
+    stand_in: ServerKind = "aiohttp"  # which server played the hosted API (managed_agents)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phases:
+    """Where a fire's time went, from the daemon's ``/metrics`` before and after the minute."""
+
+    transactions: int  # journal write transactions committed (claims and completions batched)
+    commit_ms: float  # mean duration of one of them
+    create_ms: float  # mean session creation (the launcher call)
+    creations: int
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of ``pid``, summed by thread name (``/proc``)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        name = "main" if task.name == str(pid) else name.rstrip("0123456789_")
+        found[name] = found.get(name, 0.0) + cpu
+    return found
+
+
+def metrics_sample(socket_path: Path) -> dict[str, float]:
+    """The daemon's ``GET /metrics`` over the socket: each unlabelled or summed sample."""
+    conn = UnixHTTPConnection(socket_path, timeout=600.0)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        key = name.split("{", 1)[0]
+        if key.endswith(("_sum", "_count")):
+            samples[key] = samples.get(key, 0.0) + float(value)
+    return samples
+
+
+def phases_between(before: dict[str, float], after: dict[str, float]) -> Phases:
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    commits = delta("agentcron_journal_commit_duration_seconds_count")
+    creations = delta("agentcron_session_create_duration_seconds_count")
+    return Phases(
+        transactions=round(commits),
+        commit_ms=delta("agentcron_journal_commit_duration_seconds_sum") / commits * 1000
+        if commits
+        else math.nan,
+        create_ms=delta("agentcron_session_create_duration_seconds_sum") / creations * 1000
+        if creations
+        else math.nan,
+        creations=round(creations),
+    )
 
 
 def write_storm_config(
@@ -210,12 +289,24 @@ class LogTail:
 
 
 @asynccontextmanager
-async def _stand_in(launcher: LauncherName) -> AsyncIterator[StandIn | None]:
+async def _stand_in(launcher: LauncherName, kind: ServerKind) -> AsyncIterator[StandIn | None]:
     if launcher != "managed_agents":
         yield None
         return
-    async with stand_in_process() as api:
+    async with stand_in_process(kind) as api:
         yield api
+
+
+async def _drain_notifications(daemon: DaemonProcess) -> None:
+    """Read the daemon's systemd notifications (``STATUS=`` every 10 s) as systemd would.
+
+    The notify socket is a datagram socket whose queue holds only
+    ``/proc/sys/net/unix/max_dgram_qlen`` messages (10 by default): left unread, a daemon that
+    runs longer than about 100 s, as a storm of 10,000 does, would block on its next status."""
+    while True:
+        if daemon.notify is not None:
+            daemon.notify.drain()
+        await anyio.sleep(1.0)
 
 
 def _next_minute(after: datetime) -> datetime:
@@ -230,11 +321,12 @@ async def run_storm(
     max_jitter: float = 10.0,
     profile: Path | None = None,
     in_flight: int | None = None,
+    stand_in: ServerKind = "aiohttp",
 ) -> StormResult:
     """One storm of ``n`` deployments through ``launcher``; see the module docstring."""
     directory = scratch_dir("agentcron-storm-")
     create_us = file_create_us(directory / "state" / "sessions") if launcher == "command" else 0.0
-    async with _stand_in(launcher) as api:
+    async with _stand_in(launcher, stand_in) as api:
         config = write_storm_config(
             directory,
             launcher=launcher,
@@ -250,16 +342,19 @@ async def run_storm(
                 await anyio.to_thread.run_sync(daemon.start)
             except AssertionError as exc:  # no READY=1: say why the daemon did not start
                 raise RuntimeError(f"agentcrond did not start:\n{daemon.logs()[-3000:]}") from exc
-            result = await _measure(
-                daemon,
-                n,
-                launcher,
-                max_jitter,
-                profile,
-                create_us=create_us,
-                stand_in_pid=api.pid if api else None,
-            )
-            return dataclasses.replace(result, in_flight=in_flight)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_drain_notifications, daemon)
+                result = await _measure(
+                    daemon,
+                    n,
+                    launcher,
+                    max_jitter,
+                    profile,
+                    create_us=create_us,
+                    stand_in_pid=api.pid if api else None,
+                )
+                tg.cancel_scope.cancel()
+            return dataclasses.replace(result, in_flight=in_flight, stand_in=stand_in)
         finally:
             await anyio.to_thread.run_sync(daemon.close)
 
@@ -278,8 +373,11 @@ async def _measure(
         ids = await create_deployments(daemon.socket_path, n)
     minute = _next_minute(datetime.now(UTC) + timedelta(seconds=MARGIN))
     last_due = max(minute + timedelta(seconds=jitter_offset(i, max_jitter)) for i in ids)
+    await _sleep_until(minute - timedelta(seconds=3))
+    metrics_before = await anyio.to_thread.run_sync(metrics_sample, daemon.socket_path)
     await _sleep_until(minute - timedelta(seconds=1))
     before = process_usage(daemon.pid)
+    threads_before = thread_cpu_s(daemon.pid)
     own_before = _own_cpu_s()
     stand_in_before = process_usage(stand_in_pid).cpu_s if stand_in_pid else math.nan
     steal_before = host_steal_s()
@@ -295,6 +393,7 @@ async def _measure(
         if len(mine) >= n:
             break
     after = process_usage(daemon.pid)
+    threads_after = thread_cpu_s(daemon.pid)
     own_cpu = _own_cpu_s() - own_before
     stand_in_cpu = process_usage(stand_in_pid).cpu_s - stand_in_before if stand_in_pid else 0.0
     steal = host_steal_s() - steal_before
@@ -305,6 +404,7 @@ async def _measure(
     if profiler is not None:
         await anyio.to_thread.run_sync(profiler.wait)
     status, health = await anyio.to_thread.run_sync(_health, daemon.socket_path)
+    metrics_after = await anyio.to_thread.run_sync(metrics_sample, daemon.socket_path)
     missed = int(health.get("missed", 0)) if status == 200 and isinstance(health, dict) else -1
     if not mine:
         completed = math.nan
@@ -338,6 +438,10 @@ async def _measure(
         spawner_cpu_s=spawner.cpu_s,
         spawner_hwm_mb=spawner.hwm_mb,
         minute=minute.isoformat(),
+        threads_cpu_s={
+            name: cpu - threads_before.get(name, 0.0) for name, cpu in threads_after.items()
+        },
+        phases=phases_between(metrics_before, metrics_after),
     )
 
 
@@ -391,7 +495,7 @@ def _start_profiler(pid: int, output: Path, seconds: float) -> subprocess.Popen[
     return subprocess.Popen(
         [
             *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(output)),
-            *("--duration", str(round(seconds)), "--threads", "--nonblocking", "--rate", "100"),
+            *("--duration", str(round(seconds)), "--threads", "--nonblocking", "--rate", "500"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -415,6 +519,8 @@ def storm_rows(result: StormResult) -> list[Row]:
     case = f"{result.launcher} N={result.n:,} jitter<{result.max_jitter:g}s"
     if result.in_flight is not None:
         case += f" in-flight={result.in_flight}"
+    if result.launcher == "managed_agents" and result.stand_in != "aiohttp":
+        case += f" {result.stand_in} stand-in"
 
     def row(metric: str, value: float | str, unit: str = "", target: str = "") -> Row:
         return Row(bench="storm", case=case, metric=metric, value=value, unit=unit, target=target)
@@ -449,6 +555,12 @@ def storm_rows(result: StormResult) -> list[Row]:
         row("run errors", errors),
         row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("daemon CPU for the minute", result.cpu_s, "s"),
+        *(
+            row(f"daemon thread {name!r} CPU", cpu, "s")
+            for name, cpu in sorted(result.threads_cpu_s.items(), key=lambda item: -item[1])
+            if cpu >= 0.005
+        ),
+        *(_phase_rows(result.phases, row) if result.phases is not None else []),
         row("host steal, both cores, same window", result.steal_s, "s"),
         row("other processes' CPU, same window", result.others_cpu_s, "s"),
         *(
@@ -468,6 +580,14 @@ def storm_rows(result: StormResult) -> list[Row]:
     ]
 
 
+def _phase_rows(phases: Phases, row: Any) -> list[Row]:
+    return [
+        row("journal write transactions in the minute", phases.transactions, ""),
+        row("journal transaction, mean", phases.commit_ms, "ms"),
+        row("session creation (launcher call), mean", phases.create_ms, "ms"),
+    ]
+
+
 def wants_floor(result: StormResult) -> bool:
     """A zero-jitter ``managed_agents`` storm is compared with the stand-in alone."""
     return result.launcher == "managed_agents" and result.max_jitter == 0
@@ -476,8 +596,8 @@ def wants_floor(result: StormResult) -> bool:
 def floor_rows(storm: StormResult) -> list[Row]:
     """The same burst against the stand-in alone (``bench.stand_in``), and our ratio to it."""
     in_flight = storm.in_flight or DEFAULT_MAX_CONCURRENT_CREATIONS
-    floor = anyio.run(run_stand_in, storm.n, in_flight)
-    case = f"storm / stand-in alone, N={storm.n:,} in-flight={in_flight}"
+    floor = anyio.run(run_stand_in, storm.n, in_flight, storm.stand_in)
+    case = f"storm / {storm.stand_in} stand-in alone, N={storm.n:,} in-flight={in_flight}"
     pairs = [
         ("created_at - scheduled_at p50", storm.recorded_ms.p50, floor.done_ms.p50),
         ("created_at - scheduled_at p99", storm.recorded_ms.p99, floor.done_ms.p99),
@@ -521,6 +641,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="write py-spy collapsed stacks of the daemon to this file"
     )
+    parser.add_argument(
+        "--stand-in",
+        choices=["aiohttp", "lean"],
+        action="append",
+        help="the hosted API's stand-in for managed_agents (repeatable; default aiohttp)",
+    )
     args = parser.parse_args(argv)
     sizes = args.n or storm_sizes(args.quick)
     launchers: list[LauncherName] = args.launcher or ["command", "managed_agents"]
@@ -528,18 +654,23 @@ def main(argv: list[str] | None = None) -> int:
     for launcher in launchers:
         for n in sizes:
             for in_flight in args.in_flight or [None]:
-                storm = functools.partial(
-                    run_storm,
-                    n,
-                    launcher,
-                    max_jitter=args.max_jitter,
-                    profile=args.profile,
-                    in_flight=in_flight,
-                )
-                result = anyio.run(storm)
-                shown = storm_rows(result) + (floor_rows(result) if wants_floor(result) else [])
-                rows += shown
-                print(render_rows(shown), flush=True)
+                kinds: list[ServerKind] = ["aiohttp"]
+                if launcher == "managed_agents" and args.stand_in:
+                    kinds = args.stand_in
+                for kind in kinds:
+                    storm = functools.partial(
+                        run_storm,
+                        n,
+                        launcher,
+                        max_jitter=args.max_jitter,
+                        profile=args.profile,
+                        in_flight=in_flight,
+                        stand_in=kind,
+                    )
+                    result = anyio.run(storm)
+                    shown = storm_rows(result) + (floor_rows(result) if wants_floor(result) else [])
+                    rows += shown
+                    print(render_rows(shown), flush=True)
     print()
     print(render_rows(rows))
     return 0

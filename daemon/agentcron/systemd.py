@@ -38,7 +38,9 @@ class Notifier:
             return
         message = "\n".join(f"{key}={value}" for key, value in fields.items())
         try:
-            self._socket.sendto(message.encode(), self._address)
+            # MSG_DONTWAIT: a datagram queue holds few messages (max_dgram_qlen, 10 by default);
+            # when nobody reads them, a blocking send would stop the whole event loop.
+            self._socket.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
         except OSError:
             # systemd gone or the socket full: the daemon keeps running; systemd will notice.
             return

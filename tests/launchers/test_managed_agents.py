@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 
 from agentcron import __version__
@@ -16,7 +17,7 @@ from agentcron.errors import ConfigError, InvalidRequest, LaunchFailure, Service
 from agentcron.launchers import CommandLauncher, ManagedAgentsLauncher, create_launcher
 from agentcron.launchers.api_key import load_api_key
 from agentcron.launchers.base import SessionRequest
-from tests.support.fakes import FakeClock
+from tests.support.fakes import FakeClock, eventually
 from tests.support.hosted_api import Fault, HostedApi, refused_url
 
 SECRET_TOKEN = "ghp_resource-secret-token"
@@ -363,3 +364,23 @@ async def test_create_launcher_picks_the_configured_type(api: HostedApi, tmp_pat
         create_launcher(managed, recorder=None, clock=clock, environ={})
     local = create_launcher(Config(daemon=daemon), recorder=None, clock=clock, environ=os.environ)
     assert isinstance(local, CommandLauncher)
+
+
+async def test_warm_opens_connections_that_the_next_creations_use(
+    api: HostedApi, launcher: ManagedAgentsLauncher
+) -> None:
+    """``warm(n)`` opens n connections (at most ``max_connections``) before a burst, and the
+    burst's session creations go over them: no connection is opened at the due instant."""
+    await launcher.warm(3)
+    await eventually(lambda: api.open_connections() == 3, "3 connections accepted")
+    assert api.requests == []  # opening a connection sends nothing
+    async with anyio.create_task_group() as tg:
+        for index in range(3):
+            tg.start_soon(launcher.create_session, session_request(run_id=f"drun_{index}"))
+    assert session_posts(api) == 3
+    assert api.open_connections() == 3
+    async with ManagedAgentsLauncher(
+        base_url=api.base_url, api_key=api.api_key, timeout=2.0, max_connections=2
+    ) as small:
+        await small.warm(10)
+        await eventually(lambda: api.open_connections() == 3 + 2, "2 more accepted")

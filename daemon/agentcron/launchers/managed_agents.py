@@ -1,8 +1,9 @@
 """The ``managed_agents`` launcher: every session is one ``POST /v1/sessions`` to the hosted API.
 
-One ``aiohttp.ClientSession`` lives as long as the launcher (a connection pool of
-``max_connections``, a total timeout of ``timeout`` seconds per request). Nothing is retried:
-a fire is one request, and a failure is recorded with its run error type:
+One keep-alive connection pool (``agentcron.launchers.http1``) lives as long as the launcher (at
+most ``max_connections`` connections, a total timeout of ``timeout`` seconds per request);
+``warm(count)`` opens connections ahead of a burst of fires. Nothing is retried: a fire is one
+request, and a failure is recorded with its run error type:
 
 ====================================================  ===========================================
 outcome of ``POST /v1/sessions``                      run error type
@@ -36,9 +37,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import anyio
-from yarl import URL
 
 from agentcron import __version__
 from agentcron.config import Declarations
@@ -46,6 +45,7 @@ from agentcron.core.models import AgentRef, RunErrorType
 from agentcron.errors import ApiError, InvalidRequest, LaunchFailure, ServiceUnavailable
 from agentcron.launchers.api_key import load_api_key
 from agentcron.launchers.base import SessionRequest
+from agentcron.launchers.http1 import Origin, Unanswered
 
 __all__ = ["ANTHROPIC_VERSION", "MANAGED_AGENTS_BETA", "ManagedAgentsLauncher", "load_api_key"]
 
@@ -101,7 +101,7 @@ class ManagedAgentsLauncher:
         self._api_key = api_key
         self._timeout = timeout
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._session: Origin | None = None
         self._unavailable: str | None = None  # why the latest creation failed for every session
 
     async def __aenter__(self) -> ManagedAgentsLauncher:
@@ -116,11 +116,10 @@ class ManagedAgentsLauncher:
     ) -> None:
         await self.aclose()
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self) -> Origin:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            self._session = Origin(
+                self._base_url,
                 headers={
                     "anthropic-version": ANTHROPIC_VERSION,
                     "anthropic-beta": MANAGED_AGENTS_BETA,
@@ -128,9 +127,15 @@ class ManagedAgentsLauncher:
                     "content-type": "application/json",
                     "user-agent": f"agentcron/{__version__}",
                 },
-                raise_for_status=False,
+                limit=self._max_connections,
+                connect_timeout=self._timeout,
             )
         return self._session
+
+    async def warm(self, count: int) -> None:
+        """Open up to ``count`` connections (at most ``max_connections``) before a burst of
+        ``count`` fires, so their session creations do not wait for TCP and TLS handshakes."""
+        await self._client().warm(count)
 
     def reload(self, declarations: Declarations) -> None:
         """Nothing to take: agents, environments and vaults live in the hosted API."""
@@ -138,7 +143,7 @@ class ManagedAgentsLauncher:
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
-            await session.close()
+            await session.aclose()
 
     # -- the Launcher protocol -------------------------------------------------------------
 
@@ -243,20 +248,14 @@ class ManagedAgentsLauncher:
 
     async def _request(self, method: str, path: str, *, data: bytes | None = None) -> _Reply:
         """One HTTP exchange; raises ``_Unreachable`` when no complete answer arrives."""
-        url = URL(self._base_url + path, encoded=True)
         try:
-            async with self._client().request(
-                method, url, data=data, allow_redirects=False
-            ) as response:
-                raw = await response.read()
-                status = response.status
+            status, raw = await self._client().request(method, path, data, within=self._timeout)
         except TimeoutError as exc:
             raise _Unreachable(f"no answer from the hosted API within {self._timeout:g} s") from exc
-        except aiohttp.ClientError as exc:
+        except Unanswered as exc:
             detail = self._scrub(str(exc)) or "no details"
             raise _Unreachable(
-                f"the connection to the hosted API at {self._base_url} failed "
-                f"({type(exc).__name__}: {detail})"
+                f"the connection to the hosted API at {self._base_url} failed ({detail})"
             ) from exc
         try:
             body: Any = json.loads(raw) if raw else None

@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -51,6 +51,14 @@ class LiveEntry(Protocol):
 
     @property
     def live(self) -> bool: ...
+
+
+@runtime_checkable
+class WarmsAhead(Protocol):
+    """A launcher that can prepare for a burst (``ManagedAgentsLauncher.warm``: open
+    connections), so the burst's session creations do not pay for it at the due instant."""
+
+    async def warm(self, count: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +156,9 @@ class Firing:
         self._launches: set[anyio.CancelScope] = set()
         self._stopping = False
         self._cutoff = False
+        self._warming = False
+        self.warms_ahead = isinstance(launcher, WarmsAhead)
+        """The launcher prepares for bursts (the scheduler then wakes ahead of them)."""
         self.changes = Changes()
         """Notified whenever a fire ends or a launch returns (and by the scheduler's loop)."""
         self.stats = FireStats()
@@ -202,6 +213,33 @@ class Firing:
         elif self._workers < self._max_workers:
             self._workers += 1
             self._tg.start_soon(self._worker)
+
+    def expect(self, count: int) -> None:
+        """The scheduler's notice that about ``count`` fires are due within moments (sync).
+
+        A launcher that warms ahead (``WarmsAhead``) prepares for ``min(count,
+        max_concurrent_fires)`` creations in Firing's task group, one warm-up at a time; a
+        failed warm-up is logged and left to the fires themselves.
+        """
+        launcher = self._launcher
+        if (
+            count < 1
+            or self._warming
+            or self._stopping
+            or self._tg is None
+            or not isinstance(launcher, WarmsAhead)  # (``warms_ahead``; narrows the type)
+        ):
+            return
+        self._warming = True
+        self._tg.start_soon(self._warm, launcher, min(count, self._max_workers))
+
+    async def _warm(self, launcher: WarmsAhead, count: int) -> None:
+        try:
+            await launcher.warm(count)
+        except Exception as exc:  # only a head start: the fires connect for themselves
+            log.warning("launcher_warm_up_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._warming = False
 
     async def _worker(self) -> None:
         try:

@@ -16,8 +16,11 @@ awaits a session creation.
 
 Reading ahead: whenever the loop is awake, items due within ``_READ_AHEAD_US`` move from the
 main heap to a small second heap (``_soon``, same item shape) and their deployments are read in
-one background query, so a fire in a burst goes straight to its claim. Due items are taken
-from both heaps in fire order.
+one background query, so a fire in a burst goes straight to its claim, and the fire path hears
+how many fires are that close (``Firing.expect``). With a launcher that warms ahead
+(``managed_agents``: it opens its connections before a burst) the loop also wakes that long
+before the main heap's earliest item; otherwise it never wakes early for reading ahead. Due
+items are taken from both heaps in fire order.
 """
 
 from __future__ import annotations
@@ -410,6 +413,7 @@ class Scheduler:
                 ids.append(item[2].deployment_id)
         if ids:
             self._copies.read_ahead(ids)
+            self._firing.expect(len(soon))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -432,7 +436,14 @@ class Scheduler:
                 delay = min(delay, soon[0] - now_us)
             later = self._top(self._heap)
             if later is not None:
-                delay = min(delay, later[0] - now_us)
+                wake = later[0] - now_us
+                if (
+                    self._firing.warms_ahead
+                    and wake > _READ_AHEAD_US
+                    and len(self._soon) < _SOON_MAX
+                ):
+                    wake -= _READ_AHEAD_US  # read and warm ahead of it
+                delay = min(delay, wake)
             await self._park(max(delay, 0) / 1_000_000)
 
     def _handle_due(self, entry: _Entry, now_us: int) -> None:
