@@ -83,6 +83,10 @@ class LauncherConfig:
     managed_agents: ManagedAgentsConfig = field(default_factory=ManagedAgentsConfig)
 
 
+DEFAULT_LEASE_TTL = 10.0
+"""``[journal] lease_ttl``: how long a leader's lease lasts unless renewed (seconds)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonConfig:
     state_dir: Path
@@ -97,6 +101,8 @@ class DaemonConfig:
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     auto_pause_on: tuple[str, ...] = ()
+    node_name: str | None = None
+    """This daemon's name among daemons sharing a PostgreSQL journal (default: the host name)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +112,8 @@ class JournalConfig:
 
     url: str | None = None
     password_file: Path | None = None
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    """Seconds a leader's lease lasts unless renewed (renewed every third of it)."""
 
     @property
     def location(self) -> str | None:
@@ -142,6 +150,8 @@ class Config:
     webhooks: tuple[WebhookConfig, ...] = ()
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
+
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _REDACTED = "***"
@@ -358,6 +368,7 @@ def parse_config(
         log_format=d.choice("log_format", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
         log_level=d.choice("log_level", _LOG_LEVELS, "info"),
         auto_pause_on=auto_pause_on,
+        node_name=_node_name(d),
     )
     d.finish()
 
@@ -415,6 +426,7 @@ def parse_config(
 def _journal(r: _Reader) -> JournalConfig:
     url = r.get("url", str, None)
     password_file = r.path("password_file", None)
+    lease_ttl = r.duration("lease_ttl", DEFAULT_LEASE_TTL, low=1.0, high=3600.0)
     if url is not None:
         parts = urlsplit(url)
         shown = redact_url(url)
@@ -430,7 +442,19 @@ def _journal(r: _Reader) -> JournalConfig:
             r.problem("url", f"must not have a #fragment, got {shown!r}")
     elif password_file is not None:
         r.problem("password_file", "is only used with journal.url (a PostgreSQL journal)")
-    return JournalConfig(url=url, password_file=password_file)
+    return JournalConfig(url=url, password_file=password_file, lease_ttl=lease_ttl)
+
+
+def _node_name(r: _Reader) -> str | None:
+    name = r.get("node_name", str, None)
+    if name is not None and not _NODE_NAME.match(name):
+        r.problem(
+            "node_name",
+            "must be 1-100 characters of letters, digits, '_', '.', ':' and '-', starting "
+            f"with a letter or digit, got {name!r}",
+        )
+        return None
+    return None if name is None else str(name)
 
 
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -23,7 +23,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -49,9 +49,13 @@ from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
+from agentcron.runtime.roles import Standalone, node_id
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from agentcron.systemd import Notifier, listen_fds
+
+if TYPE_CHECKING:
+    from agentcron.runtime.leadership import Leadership
 
 log = structlog.get_logger("agentcron.daemon")
 
@@ -345,6 +349,7 @@ async def run_daemon(
             webhooks=endpoints,
         )
         service, scheduler = runtime.service, runtime.scheduler
+        leadership = leadership_for(config, journal, runtime)
         app = create_app(
             service=service,
             manual_runs=runtime.firing,
@@ -356,6 +361,7 @@ async def run_daemon(
             allowed_gids=daemon_cfg.allowed_gids,
             metrics=metrics,
             webhooks=runtime.webhooks,
+            leadership=leadership,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -385,8 +391,11 @@ async def run_daemon(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle_signals, tg.cancel_scope)
-            await tg.start(runtime.webhooks.run)
-            await tg.start(scheduler.run)
+            if not isinstance(leadership, Standalone):  # several daemons may share the journal
+                await tg.start(leadership.run)
+            else:
+                await tg.start(runtime.webhooks.run)
+                await tg.start(scheduler.run)
             await tg.start(serve, app, sock)
             if config.metrics.listen is not None:
                 await tg.start(serve_metrics, metrics, *config.metrics.listen)
@@ -400,9 +409,44 @@ async def run_daemon(
                 journal=journal.location,
                 launcher=config.launcher.type,
                 deployments=counts,
+                role=leadership.role.value,
+                node_id=leadership.node_id,
             )
             tg.start_soon(keep_status_current)
     log.info("daemon_stopped")
+
+
+def leadership_for(config: Config, journal: Journal, runtime: Stack) -> Leadership | Standalone:
+    """``Standalone`` on SQLite; on PostgreSQL the lease loop whose terms run the scheduler
+    and the webhook delivery (``agentcron.runtime.leadership``)."""
+    node = node_id(config.daemon.node_name)
+    if config.journal.url is None:
+        return Standalone(node)
+    # Imported here: asyncpg is loaded only by a daemon that uses it.
+    from agentcron.journal.postgres.store import PostgresJournal  # noqa: PLC0415
+    from agentcron.runtime.leadership import Leadership  # noqa: PLC0415
+
+    assert isinstance(journal, PostgresJournal)
+
+    async def term() -> None:
+        runtime.copies.clear()  # copies kept while following may predate others' changes
+        async with anyio.create_task_group() as tg:
+            await tg.start(runtime.webhooks.run)
+            await tg.start(runtime.scheduler.run)
+            await anyio.sleep_forever()
+
+    async def refresh(deployment_ids: Sequence[str]) -> None:
+        await runtime.service.refresh(deployment_ids)
+        runtime.webhooks.wake_all()  # their events may be among the changes
+
+    return Leadership(
+        journal=journal,
+        node=node,
+        ttl=config.journal.lease_ttl,
+        term=term,
+        after_term=runtime.firing.reopen,
+        refresh=refresh,
+    )
 
 
 def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str, str]) -> None:

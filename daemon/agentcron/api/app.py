@@ -51,6 +51,7 @@ def create_app(
     allowed_gids: Collection[int] = (),
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
+    leadership: routes.LeadershipStatus | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
     runs through ``manual_runs`` (the fire path), health from ``scheduler``; ``/metrics``
@@ -69,6 +70,8 @@ def create_app(
         app[observability.METRICS] = metrics
     if webhooks is not None:
         app[observability.WEBHOOKS] = webhooks
+    if leadership is not None:
+        app[routes.LEADERSHIP] = leadership
     app.add_routes(routes.routes)
     app.add_routes(observability.routes)
     return app

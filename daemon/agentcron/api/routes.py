@@ -43,6 +43,14 @@ class SchedulerHealth(Protocol):
         ...
 
 
+class LeadershipStatus(Protocol):
+    """What ``/v1/health`` reports of this daemon's role (``agentcron.runtime.leadership``)."""
+
+    def status(self) -> dict[str, Any]:
+        """Role, this daemon's id, the leader's id, the epoch, the lease's expiry."""
+        ...
+
+
 SERVICE = web.AppKey("service", DeploymentService)
 MANUAL_RUNS = web.AppKey[ManualRuns]("manual_runs")
 SCHEDULER = web.AppKey[SchedulerHealth]("scheduler")
@@ -50,6 +58,7 @@ CLOCK = web.AppKey[Clock]("clock")
 JOURNAL_PATH: web.AppKey[Path | str] = web.AppKey("journal_path")
 """Where the journal lives: its file, or its database URL without the password."""
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+LEADERSHIP = web.AppKey[LeadershipStatus]("leadership")
 
 routes = web.RouteTableDef()
 
@@ -174,14 +183,15 @@ async def get_run(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     app = request.app
     reasons = await app[SERVICE].degraded_reasons()
-    return json_response(
-        {
-            "status": "degraded" if reasons else "ok",
-            "reasons": [reason.to_wire() for reason in reasons],
-            "version": __version__,
-            "journal": str(app[JOURNAL_PATH]),
-            "deployments": await app[SERVICE].counts(),
-            "scheduler": app[SCHEDULER].health(),
-            "now": format_ts(app[CLOCK].now()),
-        }
-    )
+    body = {
+        "status": "degraded" if reasons else "ok",
+        "reasons": [reason.to_wire() for reason in reasons],
+        "version": __version__,
+        "journal": str(app[JOURNAL_PATH]),
+        "deployments": await app[SERVICE].counts(),
+        "scheduler": app[SCHEDULER].health(),
+        "now": format_ts(app[CLOCK].now()),
+    }
+    if LEADERSHIP in app:
+        body["leadership"] = app[LEADERSHIP].status()
+    return json_response(body)

@@ -13,9 +13,11 @@ password itself, appear in no message, log line or ``location``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import anyio
 import asyncpg
@@ -31,6 +33,7 @@ from agentcron.core.models import (
 )
 from agentcron.errors import AgentcronError, JournalError
 from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors
+from agentcron.journal.postgres.lease import NOTIFY_CHANGE, LeaseLink
 from agentcron.journal.postgres.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.postgres.reads import JournalQueries
 from agentcron.journal.postgres.rows import DEPLOYMENT_MUTABLE, DEPLOYMENT_NAMES, deployment_values
@@ -72,10 +75,19 @@ class PostgresJournal(JournalQueries, OutboxQueries):
     block commits what is queued and closes the connections. Reads are in ``JournalQueries``.
     """
 
-    def __init__(self, url: str, writer: GroupCommitWriter, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        url: str,
+        writer: GroupCommitWriter,
+        pool: asyncpg.Pool,
+        connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+    ) -> None:
         super().__init__(pool)
         self._location = redact_url(url)
         self._writer = writer
+        self._connect = connect
+        self._node_id: str | None = None
+        self._fence_source: Callable[[], Fence] | None = None
 
     @classmethod
     @asynccontextmanager
@@ -100,6 +112,9 @@ class PostgresJournal(JournalQueries, OutboxQueries):
         """
         location = redact_url(url)
         settings = {"application_name": "agentcrond"}
+        # While the server is away the read pool retries its one idle connection and logs
+        # each attempt with a traceback; the journal's own errors say it once, without one.
+        logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(
@@ -134,7 +149,7 @@ class PostgresJournal(JournalQueries, OutboxQueries):
             # At start every failure is fatal (the daemon exits and says why), not a 503.
             raise JournalError(f"cannot open the journal {location}: {exc}") from exc
         writer = GroupCommitWriter(conn, connect, on_commit=on_commit)
-        journal = cls(url, writer, pool)
+        journal = cls(url, writer, pool, connect)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(writer.run)
@@ -167,6 +182,41 @@ class PostgresJournal(JournalQueries, OutboxQueries):
         """The writer's connection (``None`` while lost): for tests and maintenance only."""
         return self._writer.connection
 
+    # --- leadership (several daemons on one database) ---------------------------------------
+
+    def lease_link(
+        self,
+        *,
+        holder: str,
+        ttl: float,
+        on_change: Callable[[str, str], None],
+        on_release: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> LeaseLink:
+        """A ``LeaseLink`` on a dedicated connection of this database (not yet open)."""
+        if self._connect is None:
+            raise JournalError("this journal was opened without a way to connect again")
+        return LeaseLink(
+            self._connect,
+            holder=holder,
+            ttl=ttl,
+            on_change=on_change,
+            on_release=on_release,
+            on_lost=on_lost,
+        )
+
+    def attach_leadership(self, node_id: str, fence: Callable[[], Fence]) -> None:
+        """From now on every deployment change sends ``pg_notify`` (``<node_id> <id>``) in
+        its own transaction, and every scheduled claim is fenced by ``fence()`` (which raises
+        ``ServiceUnavailable`` when this daemon is not the leader)."""
+        self._node_id = node_id
+        self._fence_source = fence
+
+    def _notify_statements(self, deployment_id: str) -> list[tuple[str, Sequence[Any]]]:
+        if self._node_id is None:
+            return []
+        return [(NOTIFY_CHANGE, [f"{self._node_id} {deployment_id}"])]
+
     # --- runs --------------------------------------------------------------------------------
 
     async def claim_run(
@@ -185,6 +235,8 @@ class PostgresJournal(JournalQueries, OutboxQueries):
         written only if that lease is still held at that epoch when its transaction runs, and
         records the epoch; otherwise it raises ``ServiceUnavailable`` and writes nothing.
         """
+        if fence is None and trigger_type is TriggerType.SCHEDULE and self._fence_source:
+            fence = self._fence_source()  # ServiceUnavailable: not the leader
         claim = new_claim(
             deployment_id=deployment_id,
             agent=agent,
@@ -233,7 +285,8 @@ class PostgresJournal(JournalQueries, OutboxQueries):
         """Store a new deployment."""
         values = deployment_values(deployment)
         row = [values[name] for name in DEPLOYMENT_NAMES]
-        await self._writer.submit(StatementOp(statements=[(_INSERT_DEPLOYMENT, row)]))
+        statements = [*self._notify_statements(deployment.id), (_INSERT_DEPLOYMENT, row)]
+        await self._writer.submit(StatementOp(statements=statements))
 
     async def update_deployment(
         self, deployment: Deployment, *, events: Sequence[OutboxEvent] = ()
@@ -247,7 +300,7 @@ class PostgresJournal(JournalQueries, OutboxQueries):
         row = [values[name] for name in (*DEPLOYMENT_MUTABLE, "id")]
         await self._writer.submit(
             StatementOp(
-                statements=[(_UPDATE_DEPLOYMENT, row)],
+                statements=[*self._notify_statements(deployment.id), (_UPDATE_DEPLOYMENT, row)],
                 expect_rows=1,
                 missing=f"deployment {deployment.id} not found",
                 events=events,
