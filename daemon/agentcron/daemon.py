@@ -241,6 +241,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             "backend": "sqlite" if config.journal.url is None else "postgresql",
             "url": config.journal.location,
             "password_file": plain(config.journal.password_file),
+            **({} if config.journal.url is None else {"lease_ttl": config.journal.lease_ttl}),
         },
         "agents": sorted(config.declarations.agents),
         "environments": sorted(config.declarations.environments),

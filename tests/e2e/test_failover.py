@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -23,7 +26,7 @@ import anyio.to_thread
 import pytest
 
 from agentcron.core.timeutil import parse_ts
-from tests.support.daemon_harness import create_body
+from tests.support.daemon_harness import DaemonProcess, create_body, running_daemon, write_config
 from tests.support.failover import (
     FastDaemon,
     claims_of_epoch,
@@ -126,6 +129,10 @@ async def test_two_daemons_elect_one_leader_and_a_followers_changes_reach_it_at_
         hours=1
     )
 
+    shown = await in_thread(status_text, follower)
+    assert f"role:         follower (this daemon: {seen['node_id']})" in shown
+    assert f"leader:       {view['node_id']}, epoch {view['epoch']}, lease expires " in shown
+
     [deployment_id] = await create_deployments(follower, 1)
     await in_thread(
         wait_until, lambda: len(leader_runs(follower, deployment_id)) >= 2, "the leader fires it"
@@ -173,6 +180,43 @@ async def test_two_daemons_elect_one_leader_and_a_followers_changes_reach_it_at_
     assert facts.open_claims == 0
     assert set(facts.by_epoch) == {view["epoch"]}  # every scheduled claim by the one leader
     assert hosted.sessions_created == facts.runs_with_session
+
+
+def status_text(daemon: DaemonProcess) -> str:
+    """``agentcron status`` against ``daemon``, as a user runs it."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from agentcron.cli import main; raise SystemExit(main())",
+            "status",
+            "--socket",
+            str(daemon.socket_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_sqlite_daemon_is_standalone(tmp_path: Path) -> None:
+    """SQLite behaves as before: one daemon, always the one that fires, no lease."""
+    with running_daemon(tmp_path, write_config(tmp_path)) as daemon:
+        status, health = daemon.request("GET", "/v1/health")
+        assert status == 200, health
+        assert health["leadership"] == {
+            "role": "standalone",
+            "node_id": f"{socket.gethostname()}:{daemon.pid}",
+            "leader_id": f"{socket.gethostname()}:{daemon.pid}",
+            "epoch": None,
+            "lease_expires_at": None,
+        }
+        shown = status_text(daemon)
+    assert f"role:         standalone (this daemon: {socket.gethostname()}:" in shown
+    assert "leader:" not in shown
 
 
 def leader_runs(daemon: FastDaemon, deployment_id: str) -> list[dict[str, Any]]:
