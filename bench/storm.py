@@ -46,8 +46,8 @@ import json
 import math
 import os
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,6 +110,8 @@ class StormResult:
     recorded_ms: Spread  # created_at - scheduled_at of the minute's runs, read through the SDK
     stand_in_cpu_s: float  # the managed_agents stand-in's process over the window; nan: none
     in_flight: int | None = None  # [launcher] max_concurrent_creations; None: the default
+    journal: str = "sqlite"  # or "postgresql" (``--journal``)
+    transactions: float = math.nan  # journal write transactions committed over the window
 
 
 def write_storm_config(
@@ -120,10 +122,12 @@ def write_storm_config(
     max_jitter: float,
     base_url: str = "",
     in_flight: int | None = None,
+    journal_url: str | None = None,
 ) -> Path:
     """A daemon config for the storm; its paths are the ones ``DaemonProcess`` expects.
 
-    ``in_flight`` sets ``[launcher] max_concurrent_creations`` (``None``: the default)."""
+    ``in_flight`` sets ``[launcher] max_concurrent_creations`` (``None``: the default);
+    ``journal_url`` a PostgreSQL journal (``None``: the SQLite file)."""
     managed = (
         f'\n[launcher.managed_agents]\nbase_url = "{base_url}"\ntimeout = "30s"\n'
         if launcher == "managed_agents"
@@ -154,6 +158,9 @@ argv = ["/bin/true"]
 cwd = "{directory}"
 """
     )
+    if journal_url is not None:
+        with config.open("a") as handle:
+            handle.write(f'\n[journal]\nurl = "{journal_url}"\n')
     return config
 
 
@@ -230,8 +237,10 @@ async def run_storm(
     max_jitter: float = 10.0,
     profile: Path | None = None,
     in_flight: int | None = None,
+    journal_url: str | None = None,
 ) -> StormResult:
-    """One storm of ``n`` deployments through ``launcher``; see the module docstring."""
+    """One storm of ``n`` deployments through ``launcher``; see the module docstring.
+    ``journal_url``: on that PostgreSQL database instead of the SQLite file."""
     directory = scratch_dir("agentcron-storm-")
     create_us = file_create_us(directory / "state" / "sessions") if launcher == "command" else 0.0
     async with _stand_in(launcher) as api:
@@ -242,6 +251,7 @@ async def run_storm(
             max_jitter=max_jitter,
             base_url=api.base_url if api else "",
             in_flight=in_flight,
+            journal_url=journal_url,
         )
         env = {"ANTHROPIC_API_KEY": api.api_key} if api else {}
         daemon = DaemonProcess(directory, config, env=env)
@@ -259,7 +269,8 @@ async def run_storm(
                 create_us=create_us,
                 stand_in_pid=api.pid if api else None,
             )
-            return dataclasses.replace(result, in_flight=in_flight)
+            journal = "sqlite" if journal_url is None else "postgresql"
+            return dataclasses.replace(result, in_flight=in_flight, journal=journal)
         finally:
             await anyio.to_thread.run_sync(daemon.close)
 
@@ -279,6 +290,7 @@ async def _measure(
     minute = _next_minute(datetime.now(UTC) + timedelta(seconds=MARGIN))
     last_due = max(minute + timedelta(seconds=jitter_offset(i, max_jitter)) for i in ids)
     await _sleep_until(minute - timedelta(seconds=1))
+    commits_before = await anyio.to_thread.run_sync(_commits, daemon.socket_path)
     before = process_usage(daemon.pid)
     own_before = _own_cpu_s()
     stand_in_before = process_usage(stand_in_pid).cpu_s if stand_in_pid else math.nan
@@ -304,6 +316,7 @@ async def _measure(
     ours = after.cpu_s - before.cpu_s + own_cpu + stand_in_cpu + spawner_cpu
     if profiler is not None:
         await anyio.to_thread.run_sync(profiler.wait)
+    transactions = await anyio.to_thread.run_sync(_commits, daemon.socket_path) - commits_before
     status, health = await anyio.to_thread.run_sync(_health, daemon.socket_path)
     missed = int(health.get("missed", 0)) if status == 200 and isinstance(health, dict) else -1
     if not mine:
@@ -338,6 +351,7 @@ async def _measure(
         spawner_cpu_s=spawner.cpu_s,
         spawner_hwm_mb=spawner.hwm_mb,
         minute=minute.isoformat(),
+        transactions=transactions,
     )
 
 
@@ -370,6 +384,20 @@ def _health(socket_path: Path) -> tuple[int, Any]:
         return response.status, json.loads(response.read() or b"null")
     finally:
         conn.close()
+
+
+def _commits(socket_path: Path) -> float:
+    """Journal write transactions committed so far (``/metrics``: the commit histogram)."""
+    conn = UnixHTTPConnection(socket_path, timeout=600.0)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith("agentcron_journal_commit_duration_seconds_count"):
+            return float(line.rsplit(" ", 1)[1])
+    return math.nan
 
 
 def _own_cpu_s() -> float:
@@ -415,6 +443,8 @@ def storm_rows(result: StormResult) -> list[Row]:
     case = f"{result.launcher} N={result.n:,} jitter<{result.max_jitter:g}s"
     if result.in_flight is not None:
         case += f" in-flight={result.in_flight}"
+    if result.journal != "sqlite":
+        case += f" journal={result.journal}"
 
     def row(metric: str, value: float | str, unit: str = "", target: str = "") -> Row:
         return Row(bench="storm", case=case, metric=metric, value=value, unit=unit, target=target)
@@ -446,6 +476,7 @@ def storm_rows(result: StormResult) -> list[Row]:
             "< 2" if command else "",
         ),
         row("runs / missed", f"{result.runs}/{result.missed}", "", f"{result.n}/0"),
+        row("journal write transactions, same window", result.transactions),
         row("run errors", errors),
         row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("daemon CPU for the minute", result.cpu_s, "s"),
@@ -501,6 +532,25 @@ def storm_sizes(quick: bool) -> list[int]:
     return [1_000] if quick else [1_000, 10_000, 100_000]
 
 
+@contextmanager
+def journal_urls(journals: list[str]) -> Iterator[list[str | None]]:
+    """Per ``--journal``: None (the SQLite file) or a fresh database of a throwaway cluster
+    (``tests.support.postgres``, Unix socket only, removed at the end)."""
+    if "postgresql" not in journals:
+        yield [None for _ in journals]
+        return
+    from tests.support.postgres import start_cluster  # noqa: PLC0415
+
+    cluster = start_cluster()
+    try:
+        yield [
+            None if journal == "sqlite" else cluster.url(cluster.create_database())
+            for journal in journals
+        ]
+    finally:
+        cluster.remove()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.storm")
     parser.add_argument("--quick", action="store_true", help="N=1,000 only")
@@ -521,25 +571,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="write py-spy collapsed stacks of the daemon to this file"
     )
+    parser.add_argument(
+        "--journal",
+        choices=["sqlite", "postgresql"],
+        action="append",
+        help="journal backend (repeatable; default sqlite); postgresql runs a throwaway cluster",
+    )
     args = parser.parse_args(argv)
     sizes = args.n or storm_sizes(args.quick)
     launchers: list[LauncherName] = args.launcher or ["command", "managed_agents"]
     rows: list[Row] = []
-    for launcher in launchers:
-        for n in sizes:
-            for in_flight in args.in_flight or [None]:
-                storm = functools.partial(
-                    run_storm,
-                    n,
-                    launcher,
-                    max_jitter=args.max_jitter,
-                    profile=args.profile,
-                    in_flight=in_flight,
-                )
-                result = anyio.run(storm)
-                shown = storm_rows(result) + (floor_rows(result) if wants_floor(result) else [])
-                rows += shown
-                print(render_rows(shown), flush=True)
+    with journal_urls(args.journal or ["sqlite"]) as urls:
+        for launcher in launchers:
+            for n in sizes:
+                for in_flight in args.in_flight or [None]:
+                    for url in urls:
+                        storm = functools.partial(
+                            run_storm,
+                            n,
+                            launcher,
+                            max_jitter=args.max_jitter,
+                            profile=args.profile,
+                            in_flight=in_flight,
+                            journal_url=url,
+                        )
+                        result = anyio.run(storm)
+                        shown = storm_rows(result) + (
+                            floor_rows(result) if wants_floor(result) else []
+                        )
+                        rows += shown
+                        print(render_rows(shown), flush=True)
     print()
     print(render_rows(rows))
     return 0

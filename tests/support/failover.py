@@ -117,13 +117,19 @@ def start_daemons(
     origin: float,
     speed: float = SPEED,
     lease_ttl: str = "2s",
+    misfire_grace: str = "1h",
 ) -> list[FastDaemon]:
     """``count`` daemons on one journal (started one after the other, READY each)."""
     daemons = []
     for index in range(count):
         directory = base / f"node{index}"
         config = failover_config(
-            directory, url=url, base_url=base_url, node_name=f"node{index}", lease_ttl=lease_ttl
+            directory,
+            url=url,
+            base_url=base_url,
+            node_name=f"node{index}",
+            lease_ttl=lease_ttl,
+            misfire_grace=misfire_grace,
         )
         daemon = FastDaemon(directory, config, origin=origin, speed=speed, api_key=api_key)
         daemon.start()
