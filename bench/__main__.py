@@ -9,7 +9,7 @@
                                            created_at - scheduled_at, read through the SDK
     python -m bench storm --launcher managed_agents   one launcher (repeatable; default both)
     python -m bench schedule|journal|journal_pg|launchers|scheduler|api|failover [--quick]
-    python -m bench storm --journal sqlite --journal postgresql   both journals, side by side
+    python -m bench.storm --journal sqlite --journal postgresql   both journals, side by side
 
 ``--quick`` is the CI-sized run (storm and peer at N=1,000). The component benchmarks
 (``bench/<name>.py``) run as ``python -m bench.<name> [--quick]`` subprocesses; their own tables

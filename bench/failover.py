@@ -67,6 +67,7 @@ async def run(kills: int, lease: float, seed: int) -> list[Row]:
     cluster = await anyio.to_thread.run_sync(start_cluster)
     daemons: list[FastDaemon] = []
     times: list[float] = []
+    delays: list[float] = []
     try:
         url = cluster.url(await anyio.to_thread.run_sync(cluster.create_database))
         async with HostedApi(record=False) as api:
@@ -96,6 +97,8 @@ async def run(kills: int, lease: float, seed: int) -> list[Row]:
                 )
                 if status != 200:
                     raise RuntimeError(f"create failed: {status} {body}")
+            follower = next(d for d in daemons if d is not leader)
+            delays = await anyio.to_thread.run_sync(propagation, leader, follower)
             for round_index in range(kills):
                 await anyio.sleep(rng.uniform(0.5, 3.5))
                 leader, view = await anyio.to_thread.run_sync(
@@ -128,7 +131,15 @@ async def run(kills: int, lease: float, seed: int) -> list[Row]:
             bench="failover", case=case, metric=metric, value=value, unit=unit, target=target
         )
 
+    pauses = Spread.of([delay * 1000 for delay in delays])
     return [
+        row(
+            f"pause on the follower -> off the leader's heap, median of {pauses.count}",
+            pauses.p50,
+            "ms",
+            "< 100",
+        ),
+        row("pause on the follower -> off the leader's heap, max", pauses.max, "ms"),
         row(
             "kill -> first fire by the new leader, median",
             statistics.median(times),
@@ -149,6 +160,29 @@ async def run(kills: int, lease: float, seed: int) -> list[Row]:
             "created <= runs",
         ),
     ]
+
+
+def propagation(leader: FastDaemon, follower: FastDaemon) -> list[float]:
+    """Pause (then unpause) each deployment on the follower; seconds from the follower's 200
+    until the leader's ``/v1/health`` shows one deployment fewer scheduled (the leader heard
+    the notification, re-read the deployment and took it off its heap)."""
+    status, page = follower.request("GET", "/v1/deployments?limit=100")
+    assert status == 200, page
+    delays = []
+    for deployment in page["data"]:
+        before = leader.health()["scheduler"]["scheduled"]
+        status, body = follower.request("POST", f"/v1/deployments/{deployment['id']}/pause")
+        assert status == 200, body
+        answered = time.monotonic()
+        while leader.health()["scheduler"]["scheduled"] != before - 1:
+            if time.monotonic() - answered > 10:
+                raise RuntimeError("the leader never heard of the pause")
+        delays.append(time.monotonic() - answered)
+        status, body = follower.request("POST", f"/v1/deployments/{deployment['id']}/unpause")
+        assert status == 200, body
+        while leader.health()["scheduler"]["scheduled"] != before:
+            time.sleep(0.001)
+    return delays
 
 
 def restart(daemon: FastDaemon) -> None:
