@@ -40,14 +40,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -532,23 +534,19 @@ def storm_sizes(quick: bool) -> list[int]:
     return [1_000] if quick else [1_000, 10_000, 100_000]
 
 
-@contextmanager
-def journal_urls(journals: list[str]) -> Iterator[list[str | None]]:
+def journal_urls(journals: list[str]) -> list[str | None]:
     """Per ``--journal``: None (the SQLite file) or a fresh database of a throwaway cluster
-    (``tests.support.postgres``, Unix socket only, removed at the end)."""
+    (``tests.support.postgres``, Unix socket only), removed when the process exits."""
     if "postgresql" not in journals:
-        yield [None for _ in journals]
-        return
+        return [None for _ in journals]
     from tests.support.postgres import start_cluster  # noqa: PLC0415
 
     cluster = start_cluster()
-    try:
-        yield [
-            None if journal == "sqlite" else cluster.url(cluster.create_database())
-            for journal in journals
-        ]
-    finally:
-        cluster.remove()
+    atexit.register(cluster.remove)
+    return [
+        None if journal == "sqlite" else cluster.url(cluster.create_database())
+        for journal in journals
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -581,26 +579,23 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.n or storm_sizes(args.quick)
     launchers: list[LauncherName] = args.launcher or ["command", "managed_agents"]
     rows: list[Row] = []
-    with journal_urls(args.journal or ["sqlite"]) as urls:
-        for launcher in launchers:
-            for n in sizes:
-                for in_flight in args.in_flight or [None]:
-                    for url in urls:
-                        storm = functools.partial(
-                            run_storm,
-                            n,
-                            launcher,
-                            max_jitter=args.max_jitter,
-                            profile=args.profile,
-                            in_flight=in_flight,
-                            journal_url=url,
-                        )
-                        result = anyio.run(storm)
-                        shown = storm_rows(result) + (
-                            floor_rows(result) if wants_floor(result) else []
-                        )
-                        rows += shown
-                        print(render_rows(shown), flush=True)
+    urls = journal_urls(args.journal or ["sqlite"])
+    for launcher in launchers:
+        for n in sizes:
+            for in_flight, url in itertools.product(args.in_flight or [None], urls):
+                storm = functools.partial(
+                    run_storm,
+                    n,
+                    launcher,
+                    max_jitter=args.max_jitter,
+                    profile=args.profile,
+                    in_flight=in_flight,
+                    journal_url=url,
+                )
+                result = anyio.run(storm)
+                shown = storm_rows(result) + (floor_rows(result) if wants_floor(result) else [])
+                rows += shown
+                print(render_rows(shown), flush=True)
     print()
     print(render_rows(rows))
     return 0
