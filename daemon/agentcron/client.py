@@ -153,6 +153,39 @@ class Client:
         """Send one signed ``webhook.test`` event to ``name`` now; the outcome."""
         return await self.request("POST", ("v1", "webhooks", name, "test"))
 
+    # --- local sessions ------------------------------------------------------------------------
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        """A local session: status, pid, exit code or signal, end reason, log size, host."""
+        return await self.request("GET", ("v1", "sessions", session_id))
+
+    async def stop_session(self, session_id: str) -> dict[str, Any]:
+        """Stop a running local session (returns once it ended); an ended one as it is."""
+        return await self.request("POST", ("v1", "sessions", session_id, "stop"))
+
+    async def session_log(
+        self, session_id: str, *, offset: int = 0, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The session's log from ``offset``, chunk by chunk; with ``follow``, until the
+        session ends (no time limit)."""
+        url = _BASE.joinpath("v1", "sessions", session_id, "log")
+        params = _encode_query({"offset": offset, "follow": follow or None})
+        timeout = aiohttp.ClientTimeout(total=None) if follow else self._timeout
+        session = self._ensure_session()
+        try:
+            async with session.get(url, params=params, timeout=timeout) as response:
+                if response.status >= 400:
+                    raw = await response.read()
+                    raise error_from_response(
+                        response.status, _decode(raw), response.headers.get("request-id")
+                    )
+                async for chunk in response.content.iter_any():
+                    yield chunk
+        except aiohttp.ClientConnectorError as exc:
+            raise DaemonUnreachable(self.socket_path, _connect_reason(exc.os_error)) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DaemonUnreachable(self.socket_path, str(exc) or type(exc).__name__) from exc
+
     # --- transport -----------------------------------------------------------------------------
 
     async def request(

@@ -21,6 +21,9 @@ from agentcron.errors import ConfigError
 from agentcron.paths import default_socket_path
 
 LauncherType = Literal["command", "managed_agents"]
+Overlap = Literal["allow", "skip"]
+MAX_SESSION_DURATION = 366 * 86400.0
+"""The longest ``max_duration`` an agent may declare (a year and a day)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +34,12 @@ class AgentDecl:
     version: int
     argv: tuple[str, ...]
     archived: bool = False
+    max_duration: float | None = None
+    """Seconds a session may run before it is stopped (SIGTERM, SIGKILL after the grace)."""
+    stop_grace: float | None = None
+    """Seconds between SIGTERM and SIGKILL for this agent (``None``: ``[launcher] stop_grace``)."""
+    overlap: Overlap = "allow"
+    """``skip``: no new session while the deployment's previous one still runs."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +112,8 @@ class DaemonConfig:
     auto_pause_on: tuple[str, ...] = ()
     node_name: str | None = None
     """This daemon's name among daemons sharing a PostgreSQL journal (default: the host name)."""
+    host: str | None = None
+    """The name local sessions record as their host (``None``: ``socket.gethostname()``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +152,29 @@ class MetricsConfig:
     listen: tuple[str, int] | None = None
 
 
+DAY = 86_400.0
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    """``[retention]``: how long the journal keeps runs, sessions and their logs (every key
+    optional; ``None`` is ``"off"``: kept forever, no limit). README: Retention and backups."""
+
+    runs: float | None = 90 * DAY
+    """Seconds a completed run is kept (its webhook outbox rows too, once settled)."""
+    sessions: float | None = 30 * DAY
+    """Seconds a local session's journal row and log file are kept after it ended."""
+    session_log_max_bytes: int | None = 10 * MIB
+    """The cap of one session's log file (the command launcher truncates at it)."""
+    runs_max_count: int | None = 1_000_000
+    """At most this many completed runs are kept (oldest pruned first)."""
+    session_logs_max_bytes: int | None = 1024 * MIB
+    """At most this many bytes of session logs are kept (oldest ended sessions pruned first)."""
+    interval: float = 60.0
+    """Seconds between two pruning passes."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     daemon: DaemonConfig
@@ -149,6 +183,7 @@ class Config:
     journal: JournalConfig = field(default_factory=JournalConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -345,6 +380,7 @@ def parse_config(
     journal_table = top.get("journal", dict, {})
     webhooks_list = top.get("webhooks", list, [])
     metrics_table = top.get("metrics", dict, {})
+    retention_table = top.get("retention", dict, {})
     top.finish()
 
     d = top.child(daemon_table, "daemon")
@@ -369,6 +405,7 @@ def parse_config(
         log_level=d.choice("log_level", _LOG_LEVELS, "info"),
         auto_pause_on=auto_pause_on,
         node_name=_node_name(d),
+        host=_host_name(d, "host"),
     )
     d.finish()
 
@@ -411,6 +448,9 @@ def parse_config(
     mr = top.child(metrics_table, "metrics")
     metrics = MetricsConfig(listen=_listen_address(mr, "listen"))
     mr.finish()
+    rr = top.child(retention_table, "retention")
+    retention = _retention(rr)
+    rr.finish()
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -420,6 +460,7 @@ def parse_config(
         journal=journal,
         webhooks=webhooks,
         metrics=metrics,
+        retention=retention,
     )
 
 
@@ -512,6 +553,97 @@ def _webhooks(top: _Reader, items: list[Any]) -> tuple[WebhookConfig, ...]:
     return tuple(result)
 
 
+_OFF = ("off", "0")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB, "TiB": 1024**2 * MIB}
+
+
+def _retention(r: _Reader) -> RetentionConfig:
+    """``[retention]``; every limit also takes ``"off"`` (or ``0``): no limit."""
+    default = RetentionConfig()
+    return RetentionConfig(
+        runs=_retention_period(r, "runs", default.runs),
+        sessions=_retention_period(r, "sessions", default.sessions),
+        session_log_max_bytes=_size_or_off(
+            r, "session_log_max_bytes", default.session_log_max_bytes, low=4096
+        ),
+        runs_max_count=_count_or_off(r, "runs_max_count", default.runs_max_count, low=1000),
+        session_logs_max_bytes=_size_or_off(
+            r, "session_logs_max_bytes", default.session_logs_max_bytes, low=MIB
+        ),
+        interval=r.duration("interval", default.interval, low=1.0, high=DAY),
+    )
+
+
+def _is_off(value: Any) -> bool:
+    return (isinstance(value, str) and value.strip().lower() in _OFF) or (
+        isinstance(value, int) and not isinstance(value, bool) and value == 0
+    )
+
+
+def _retention_period(r: _Reader, name: str, default: float | None) -> float | None:
+    """A duration of at least one minute (``"90d"``, ``"12h"``), or ``"off"``."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if _is_off(value):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        r.problem(name, f"{exc}, or 'off' to keep forever")
+        return default
+    if seconds < 60:
+        r.problem(name, f"must be at least 1m (or 'off' to keep forever), got {seconds:g}s")
+        return default
+    return seconds
+
+
+def _size_or_off(r: _Reader, name: str, default: int | None, *, low: int) -> int | None:
+    """A size in bytes (``4096``, ``"512KiB"``, ``"10MiB"``, ``"2GiB"``) of at least ``low``,
+    or ``"off"``."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if _is_off(value):
+        return None
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size is None:
+        r.problem(
+            name,
+            f"{value!r} is not a size: use a number of bytes or '512KiB', '10MiB', '2GiB' "
+            "(or 'off')",
+        )
+        return default
+    if size < low:
+        r.problem(name, f"must be at least {low} bytes (or 'off'), got {size}")
+        return default
+    return size
+
+
+def _count_or_off(r: _Reader, name: str, default: int | None, *, low: int) -> int | None:
+    """A whole number of at least ``low``, or ``"off"`` (``0``)."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if _is_off(value):
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        r.problem(name, f"expected an integer (or 'off'), got {type(value).__name__}")
+        return default
+    if value < low:
+        r.problem(name, f"must be at least {low} (or 'off'), got {value}")
+        return default
+    return value
+
+
 def _durations(r: _Reader, name: str) -> tuple[float, ...]:
     value = r.get(name, list, [])
     delays: list[float] = []
@@ -566,12 +698,33 @@ def _agent(name: str, r: _Reader) -> AgentDecl:
         r.problem("argv", "is required (the program and its arguments)")
     elif not argv:
         r.problem("argv", "must not be empty")
+    max_duration = stop_grace = None
+    if "max_duration" in r.table:
+        max_duration = r.duration("max_duration", 0.0, low=1.0, high=MAX_SESSION_DURATION) or None
+    if "stop_grace" in r.table:
+        stop_grace = r.duration("stop_grace", -1.0, high=3600.0)
+        stop_grace = None if stop_grace < 0 else stop_grace
+    overlap = r.choice("overlap", ("allow", "skip"), "allow")
     return AgentDecl(
         id=name,
         version=r.integer("version", 1, low=1),
         argv=argv,
         archived=r.get("archived", bool, False),
+        max_duration=max_duration,
+        stop_grace=stop_grace,
+        overlap=overlap,  # type: ignore[arg-type]
     )
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$")
+
+
+def _host_name(r: _Reader, name: str) -> str | None:
+    value = r.get(name, str, None)
+    if value is not None and not _HOST_NAME.match(value):
+        r.problem(name, "must be 1-253 letters, digits, '_', '.', ':' or '-' (a host name)")
+        return None
+    return None if value is None else str(value)
 
 
 def _environment(name: str, r: _Reader) -> EnvironmentDecl:

@@ -39,8 +39,9 @@ from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agentcron.health import Reason
 from agentcron.journal import Journal, open_journal
 from agentcron.journal.postgres.password import load_journal_password
-from agentcron.launchers import create_launcher
+from agentcron.launchers import create_launcher, log_cap
 from agentcron.launchers.base import Launcher
+from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.command_checks import declaration_problems
 from agentcron.launchers.managed_agents import load_api_key
 from agentcron.logs import configure_logging
@@ -49,9 +50,11 @@ from agentcron.runtime.copies import DeploymentCopies
 from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints, redacted_url
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
+from agentcron.runtime.retention import Pruner
 from agentcron.runtime.roles import Standalone, node_id
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
+from agentcron.runtime.sessions import HostedSessions, LocalSessions, Sessions
 from agentcron.systemd import Notifier, listen_fds
 
 if TYPE_CHECKING:
@@ -251,6 +254,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             for webhook in config.webhooks
         ],
         "metrics": plain(dataclasses.asdict(config.metrics)),
+        "retention": plain(dataclasses.asdict(config.retention)),
     }
 
 
@@ -331,6 +335,7 @@ async def run_daemon(
         )
         launcher = create_launcher(config, recorder=journal, clock=clock)
         await stack.enter_async_context(launcher)
+        sessions = await open_sessions(config, journal, launcher, clock)
         max_sleep = 30.0
         if notifier.watchdog_interval is not None:
             max_sleep = min(max_sleep, notifier.watchdog_interval / 2)
@@ -351,6 +356,7 @@ async def run_daemon(
         )
         service, scheduler = runtime.service, runtime.scheduler
         leadership = leadership_for(config, journal, runtime)
+        pruner = build_pruner(config, runtime, clock)
         app = create_app(
             service=service,
             manual_runs=runtime.firing,
@@ -363,6 +369,8 @@ async def run_daemon(
             metrics=metrics,
             webhooks=runtime.webhooks,
             leadership=leadership,
+            sessions=sessions,
+            retention=pruner,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -383,7 +391,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload(read_config, launcher, environ)
+                        reload(read_config, launcher, environ, pruner=pruner)
                         continue
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
                     notifier.stopping()
@@ -414,13 +422,14 @@ async def run_daemon(
                 node_id=leadership.node_id,
             )
             tg.start_soon(keep_status_current)
+            await tg.start(pruner.run)
     log.info("daemon_stopped")
 
 
 def leadership_for(config: Config, journal: Journal, runtime: Stack) -> Leadership | Standalone:
     """``Standalone`` on SQLite; on PostgreSQL the lease loop whose terms run the scheduler
     and the webhook delivery (``agentcron.runtime.leadership``)."""
-    node = node_id(config.daemon.node_name)
+    node = node_id(config.daemon.node_name or config.daemon.host)
     if config.journal.url is None:
         return Standalone(node)
     # Imported here: asyncpg is loaded only by a daemon that uses it.
@@ -450,8 +459,50 @@ def leadership_for(config: Config, journal: Journal, runtime: Stack) -> Leadersh
     )
 
 
-def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str, str]) -> None:
-    """SIGHUP: re-read the config; apply launcher declarations and the log level.
+async def open_sessions(
+    config: Config, journal: Journal, launcher: Launcher, clock: Clock
+) -> Sessions:
+    """What ``/v1/sessions`` serves. With the ``command`` launcher, the sessions this host's
+    previous daemon left recorded as running are ended first (``recovered``): no daemon can
+    see their end any more."""
+    if not isinstance(launcher, CommandLauncher):
+        return HostedSessions(config.launcher.managed_agents.base_url)
+    recovered = await journal.recover_sessions(host=launcher.host, ended_at=clock.now())
+    if recovered:
+        log.warning(
+            "sessions_recovered",
+            count=len(recovered),
+            host=launcher.host,
+            session_ids=recovered[:20],
+        )
+    return LocalSessions(journal=journal, launcher=launcher)
+
+
+def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
+    """The retention pruner over the stack's journal: session logs live in the state
+    directory with the ``command`` launcher; it yields to the fires in flight."""
+    firing = runtime.firing
+    sessions_dir = (
+        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
+    )
+    return Pruner(
+        journal=runtime.journal,
+        clock=clock,
+        config=config.retention,
+        sessions_dir=sessions_dir,
+        busy=lambda: firing.stats.in_flight > 0,
+    )
+
+
+def reload(
+    read: Callable[[], Config],
+    launcher: Launcher,
+    environ: Mapping[str, str],
+    *,
+    pruner: Pruner | None = None,
+) -> None:
+    """SIGHUP: re-read the config; apply launcher declarations, the log level and
+    ``[retention]``.
 
     An invalid file is logged and ignored: the daemon keeps its current settings. Declarations
     that would fail at fire time are applied and logged as warnings (``warn_unusable``).
@@ -464,6 +515,10 @@ def reload(read: Callable[[], Config], launcher: Launcher, environ: Mapping[str,
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
+    if isinstance(launcher, CommandLauncher):
+        launcher.log_max_bytes = log_cap(config)
+    if pruner is not None:
+        pruner.reload(config.retention)
     log.info(
         "daemon_reloaded",
         log_level=config.daemon.log_level,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -39,7 +41,9 @@ from agentcron.journal import (
     OutboxEvent,
     ScheduleRow,
 )
+from agentcron.journal.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from agentcron.journal.postgres.schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from agentcron.journal.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from agentcron.journal.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from agentcron.runtime.service import DeploymentService
 from tests.support.fakes import FakeClock, RecordingLauncher
@@ -877,6 +881,10 @@ async def test_local_sessions_are_recorded_in_order_in_few_transactions(journal:
         "exit_status": 101 % 3 - 1,
         "started_at": T0,
         "ended_at": T0 + timedelta(1),
+        "end_reason": "exited",
+        "signal": None,
+        "log_bytes": None,
+        "host": None,
     }
     assert await journal.get_session("sesn_unknown") is None
 
@@ -901,6 +909,131 @@ async def test_a_failed_session_record_is_logged_and_fails_alone(journal: Journa
     record = await journal.get_session("sesn_ok")
     assert record is not None
     assert record["exit_status"] == 0
+
+
+async def test_a_session_records_its_host_end_reason_signal_and_log_size(journal: Journal) -> None:
+    journal.session_started(
+        session_id="sesn_a",
+        run_id="drun_a",
+        deployment_id="depl_a",
+        pid=4242,
+        started_at=T0,
+        host="edge-1",
+    )
+    await journal.flush()
+    running = await journal.get_session("sesn_a")
+    assert running is not None
+    assert (running["host"], running["ended_at"], running["end_reason"]) == ("edge-1", None, None)
+    journal.session_ended(
+        session_id="sesn_a",
+        exit_status=-9,
+        ended_at=T0 + timedelta(seconds=5),
+        end_reason="max_duration",
+        log_bytes=1234,
+    )
+    await journal.flush()
+    assert await journal.get_session("sesn_a") == {
+        "session_id": "sesn_a",
+        "run_id": "drun_a",
+        "deployment_id": "depl_a",
+        "pid": 4242,
+        "exit_status": -9,
+        "started_at": T0,
+        "ended_at": T0 + timedelta(seconds=5),
+        "end_reason": "max_duration",
+        "signal": 9,
+        "log_bytes": 1234,
+        "host": "edge-1",
+    }
+
+
+async def test_recover_sessions_ends_only_the_running_sessions_of_that_host(
+    journal: Journal,
+) -> None:
+    for session_id, host in (("sesn_1", "edge-1"), ("sesn_2", "edge-1"), ("sesn_3", "edge-2")):
+        journal.session_started(
+            session_id=session_id,
+            run_id="drun_1",
+            deployment_id="depl_1",
+            pid=1,
+            started_at=T0,
+            host=host,
+        )
+    journal.session_ended(session_id="sesn_2", exit_status=0, ended_at=T0, log_bytes=3)
+    later = T0 + timedelta(minutes=5)
+    assert await journal.recover_sessions(host="edge-1", ended_at=later) == ["sesn_1"]
+    recovered = await journal.get_session("sesn_1")
+    assert recovered is not None
+    assert (recovered["ended_at"], recovered["end_reason"], recovered["exit_status"]) == (
+        later,
+        "recovered",
+        None,
+    )
+    ended = await journal.get_session("sesn_2")
+    assert ended is not None
+    assert (ended["end_reason"], ended["log_bytes"]) == ("exited", 3)
+    other = await journal.get_session("sesn_3")
+    assert other is not None
+    assert other["ended_at"] is None
+    assert await journal.recover_sessions(host="edge-1", ended_at=later) == []
+
+
+async def test_a_version_2_store_migrates_to_version_3_and_keeps_its_sessions(
+    store: Store,
+) -> None:
+    """Schema step 3 (the session record's end reason, signal, log size, host) on a store a
+    version-2 agentcron left, with a session still running and one that ended."""
+    await _create_at_version_2(store)
+    async with store.open() as journal:
+        old = await journal.get_session("sesn_old")
+        assert old is not None
+        assert (old["pid"], old["exit_status"], old["host"], old["end_reason"]) == (
+            42,
+            -15,
+            None,
+            None,
+        )
+        assert old["signal"] is None  # not known for sessions recorded before step 3
+        running = await journal.get_session("sesn_running")
+        assert running is not None
+        assert running["ended_at"] is None
+        journal.session_ended(
+            session_id="sesn_running", exit_status=0, ended_at=T0, end_reason="exited", log_bytes=9
+        )
+        await journal.flush()
+        done = await journal.get_session("sesn_running")
+        assert done is not None
+        assert (done["end_reason"], done["log_bytes"]) == ("exited", 9)
+    assert store.schema_version() == SCHEMA_VERSIONS[store.backend] == 3
+
+
+async def _create_at_version_2(store: Store) -> None:
+    rows = (
+        "INSERT INTO sessions (session_id, run_id, deployment_id, pid, exit_status, started_at, "
+        "ended_at) VALUES ('sesn_old', 'drun_old', 'depl_old', 42, -15, {t}, {t}), "
+        "('sesn_running', 'drun_new', 'depl_old', 43, NULL, {t}, NULL)"
+    )
+    if store.backend == "sqlite":
+        assert store.path is not None
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(store.path, isolation_level=None) as lite:
+            script = "\n".join(SQLITE_MIGRATIONS[:2])
+            lite.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = 2;\nCOMMIT;")
+            lite.execute(rows.format(t=to_micros(T0)))
+        return
+    conn = await asyncpg.connect(store.url)
+    try:
+        async with conn.transaction():
+            for step in PG_MIGRATIONS[:2]:
+                await conn.execute(step)
+            await conn.execute(
+                "CREATE TABLE agentcron_schema (only_row boolean PRIMARY KEY DEFAULT true "
+                "CHECK (only_row), version integer NOT NULL); "
+                "INSERT INTO agentcron_schema (version) VALUES (2)"
+            )
+            await conn.execute(rows.format(t="now()"))
+    finally:
+        await conn.close()
 
 
 # --- opening, migrations, closing --------------------------------------------------------------
@@ -970,3 +1103,158 @@ async def test_a_closed_journal_refuses_writes(store: Store) -> None:
 async def test_location_names_the_store(journal: Journal, store: Store) -> None:
     expected = str(store.path) if store.backend == "sqlite" else store.url
     assert journal.location == expected
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+async def test_prune_runs_removes_what_is_due_and_keeps_each_deployments_newest_run(
+    journal: Journal, service: DeploymentService
+) -> None:
+    """Of two deployments with a day of hourly runs each (plus manual runs), pruning before
+    noon removes every older run except, for the one that stopped early, its newest run and
+    its latest scheduled occurrence; open claims and ``last_run_at`` are untouched."""
+    busy, quiet = make_deployment(), make_deployment()
+    for deployment in (busy, quiet):
+        await journal.insert_deployment(deployment)
+    runs: dict[str, list[DeploymentRun]] = {busy.id: [], quiet.id: []}
+    for hour in range(24):
+        at = T0 + timedelta(hours=hour)
+        for deployment in (busy, quiet) if hour < 3 else (busy,):
+            claimed = await claim(journal, deployment, at)
+            assert claimed is not None
+            runs[deployment.id].append(
+                await journal.complete_run(
+                    claimed, session_id="sesn_x", error=None, completed_at=at, last_run_at=at
+                )
+            )
+    # the quiet one's newest run is a manual one, after its latest scheduled run
+    manual = await complete(journal, await claim(journal, quiet, None), at=T0 + timedelta(hours=4))
+    old_open = await claim(journal, busy, T0 - timedelta(days=30))
+    assert old_open is not None
+    cutoff = T0 + timedelta(hours=12)
+    first_page = await service.list_runs(limit=5)
+
+    total = 0
+    while (pruned := await journal.prune_runs(cutoff, 4)).removed:
+        assert pruned.removed <= 4
+        assert pruned.held >= 0
+        total += pruned.removed
+    kept_busy = [run.id for run in runs[busy.id] if run.created_at >= cutoff]
+    kept_quiet = [runs[quiet.id][-1].id, manual.id]  # latest scheduled + newest
+    assert total == 12 + 2
+    remaining = await service.list_runs(limit=100)
+    assert sorted(run.id for run in remaining.data) == sorted(kept_busy + kept_quiet)
+    # the open claim is still there: completing it works, and it was never visible
+    await complete(journal, old_open, at=T0 + timedelta(days=2))
+    # last_run_at stays; the scheduler resumes after each deployment's latest occurrence
+    assert (await journal.get_deployment(quiet.id)).last_run_at == T0 + timedelta(hours=2)  # type: ignore[union-attr]
+    latest = {row.deployment_id: row.latest_scheduled_at for row in await journal.schedule_rows()}
+    assert latest[quiet.id] == to_micros(T0 + timedelta(hours=2))
+    # a cursor taken before the prune goes on with the runs that are left, newest first
+    assert first_page.next_page is not None
+    rest = await service.list_runs(limit=100, page=first_page.next_page)
+    newest_first = sorted(
+        [run for run in remaining.data if run.id not in {r.id for r in first_page.data}],
+        key=lambda run: (run.created_at, run.id),
+        reverse=True,
+    )
+    assert [run.id for run in rest.data] == [run.id for run in newest_first]
+
+
+async def test_run_created_at_rank_counts_completed_runs_newest_first(
+    journal: Journal, deployment: Deployment
+) -> None:
+    for minute in range(5):
+        await complete(
+            journal, await claim(journal, deployment, None), at=T0 + timedelta(minutes=minute)
+        )
+    await claim(journal, deployment, None)  # open: not counted
+    assert await journal.run_created_at_rank(1) == T0 + timedelta(minutes=4)
+    assert await journal.run_created_at_rank(5) == T0
+    assert await journal.run_created_at_rank(6) is None
+
+
+async def test_prune_sessions_removes_ended_sessions_and_never_a_running_one(
+    journal: Journal,
+) -> None:
+    for index in range(30):
+        session_id = ids.new_id(ids.SESSION)
+        journal.session_started(
+            session_id=session_id,
+            run_id="drun_1",
+            deployment_id="depl_1",
+            pid=index,
+            started_at=T0 + timedelta(minutes=index),
+        )
+        if index % 3:  # every third one is still running
+            journal.session_ended(
+                session_id=session_id, exit_status=0, ended_at=T0 + timedelta(minutes=index + 1)
+            )
+    await journal.flush()
+    cutoff = T0 + timedelta(minutes=21)  # ended at minute 21 or later: kept
+    removed: list[str] = []
+    while (pruned := await journal.prune_sessions(cutoff, 5)).removed:
+        assert len(pruned.session_ids) == pruned.removed <= 5
+        removed.extend(pruned.session_ids)
+    assert len(removed) == len(set(removed)) == 13  # minutes 0-19 not divisible by 3
+    for session_id in removed:
+        assert await journal.get_session(session_id) is None
+    # by id: only the ended ones named go, whatever their age
+    late = T0 + timedelta(days=1)
+    pruned = await journal.prune_sessions(late, 100, session_ids=["sesn_unknown", *removed])
+    assert pruned.removed == 0
+    running = ids.new_id(ids.SESSION)
+    ended = ids.new_id(ids.SESSION)
+    for session_id in (running, ended):
+        journal.session_started(
+            session_id=session_id, run_id="r", deployment_id="d", pid=1, started_at=T0
+        )
+    journal.session_ended(session_id=ended, exit_status=0, ended_at=T0)
+    await journal.flush()
+    pruned = await journal.prune_sessions(late, 100, session_ids=[running, ended])
+    assert pruned.session_ids == (ended,)
+    assert await journal.get_session(running) is not None
+
+
+async def test_prune_outbox_removes_old_settled_events_and_never_a_pending_one(
+    journal: Journal,
+) -> None:
+    old = [outbox_event("deployment_run.failed", "a", "b") for _ in range(6)]
+    fresh = dataclasses.replace(outbox_event(), created_at=T0 + timedelta(days=10))
+    await journal.add_events([*old, fresh])
+    state = EndpointState(name="a")
+    pending_left = {old[0].id, old[1].id}
+    for endpoint in ("a", "b"):
+        for delivery in await journal.pending_deliveries(endpoint, limit=100):
+            if delivery.event_id == old[0].id and endpoint == "b":
+                continue  # one endpoint still pending: the event stays, whole
+            if delivery.event_id == old[1].id:
+                continue
+            failed = delivery.event_id == old[2].id
+            await journal.record_attempt(
+                delivery,
+                attempted_at=T0,
+                status_code=500 if failed else 204,
+                error="HTTP 500" if failed else None,
+                next_attempt_at=None,
+                endpoint_state=dataclasses.replace(state, name=endpoint),
+            )
+    for delivery in await journal.pending_deliveries("hooks", limit=10):
+        await journal.record_attempt(
+            delivery,
+            attempted_at=T0,
+            status_code=204,
+            error=None,
+            next_attempt_at=None,
+            endpoint_state=EndpointState(name="hooks"),
+        )
+    cutoff = T0 + timedelta(days=1)
+    total = 0
+    while (pruned := await journal.prune_outbox(cutoff, 3)).removed:
+        assert pruned.removed <= 3
+        total += pruned.removed
+    assert total == 4
+    left = await journal.list_deliveries(limit=100)
+    assert {d.event_id for d in left} == {*pending_left, fresh.id}
+    assert len([d for d in left if d.event_id == old[0].id]) == 2

@@ -323,6 +323,10 @@ async def test_local_sessions_are_recorded(journal: SqliteJournal) -> None:
         "exit_status": -15,
         "started_at": T0,
         "ended_at": T0 + timedelta(1),
+        "end_reason": "exited",
+        "signal": 15,
+        "log_bytes": None,
+        "host": None,
     }
     assert await journal.get_session("sesn_unknown") is None
 

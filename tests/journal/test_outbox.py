@@ -41,7 +41,7 @@ async def test_a_version_1_journal_migrates_and_keeps_its_rows(tmp_path: Path) -
         await journal.add_events([event()])
         assert len(await journal.list_deliveries(limit=10)) == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 

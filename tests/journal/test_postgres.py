@@ -27,6 +27,11 @@ from agentcron.journal import (
     open_journal,
 )
 from agentcron.journal.postgres.reads import SCHEDULE_ROWS_SQL, deployments_query, runs_query
+from agentcron.journal.postgres.retention import (
+    PRUNE_RUNS,
+    PRUNE_RUNS_CANDIDATES,
+    RUN_CREATED_AT_RANK,
+)
 from agentcron.journal.postgres.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -352,7 +357,7 @@ async def test_a_version_1_database_gains_the_outbox_and_keeps_its_rows(postgres
         assert [d.event_id for d in await journal.list_deliveries(limit=10)] == [event.id]
     conn = await asyncpg.connect(postgres_url)
     try:
-        assert await schema_version(conn) == SCHEMA_VERSION == 2
+        assert await schema_version(conn) == SCHEMA_VERSION == 3
     finally:
         await conn.close()
 
@@ -564,3 +569,36 @@ async def test_schedule_rows_find_the_latest_run_through_the_occurrence_index(
     nodes = list(plan_nodes(chosen))
     assert any(n.get("Index Name") == "runs_occurrence" for n in nodes), nodes
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "runs"]
+
+
+# --- retention: the prune queries are indexed, never a scan over runs ------------------------
+
+
+def assert_no_seq_scan_of_runs(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = list(plan_nodes(plan))
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "runs"]
+    return nodes
+
+
+async def test_the_prune_candidates_are_read_along_runs_created(planned_url: str) -> None:
+    chosen, _ = await explain_both(
+        planned_url, PRUNE_RUNS_CANDIDATES, [T0 + timedelta(seconds=5000), 500]
+    )
+    nodes = assert_no_seq_scan_of_runs(chosen)
+    used = {n.get("Index Name") for n in nodes}
+    assert "runs_created" in used, nodes
+    assert used & {"runs_deployment", "runs_occurrence"}, nodes  # the EXISTS are seeks
+
+
+async def test_the_prune_delete_finds_its_rows_by_primary_key(planned_url: str) -> None:
+    chosen, _ = await explain_both(
+        planned_url, PRUNE_RUNS, [T0 + timedelta(seconds=5000), [f"drun_{n}" for n in range(500)]]
+    )
+    nodes = assert_no_seq_scan_of_runs(chosen)
+    assert "runs_pkey" in {n.get("Index Name") for n in nodes}, nodes
+
+
+async def test_the_count_cutoff_is_an_index_only_read(planned_url: str) -> None:
+    chosen, _ = await explain_both(planned_url, RUN_CREATED_AT_RANK, [5000])
+    nodes = assert_no_seq_scan_of_runs(chosen)
+    assert "runs_created" in {n.get("Index Name") for n in nodes}, nodes

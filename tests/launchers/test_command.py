@@ -42,7 +42,14 @@ class Recorder:
     _events: defaultdict[str, anyio.Event] = field(default_factory=lambda: defaultdict(anyio.Event))
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
         self.started.append(
             {
@@ -51,12 +58,27 @@ class Recorder:
                 "deployment_id": deployment_id,
                 "pid": pid,
                 "started_at": started_at,
+                "host": host,
             }
         )
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
         self.ended.append(
-            {"session_id": session_id, "exit_status": exit_status, "ended_at": ended_at}
+            {
+                "session_id": session_id,
+                "exit_status": exit_status,
+                "ended_at": ended_at,
+                "end_reason": end_reason,
+                "log_bytes": log_bytes,
+            }
         )
         self._events[session_id].set()
 
@@ -254,7 +276,15 @@ async def test_the_recorder_gets_pid_start_exit_status_and_end(
     assert (started["run_id"], started["deployment_id"]) == ("drun_1", "depl_1")
     assert str(started["pid"]) == log_path(tmp_path, session_id).read_text().strip()
     assert started["started_at"] == START
-    assert ended == {"session_id": session_id, "exit_status": 3, "ended_at": START}
+    pid_line = log_path(tmp_path, session_id).read_bytes()
+    assert ended == {
+        "session_id": session_id,
+        "exit_status": 3,
+        "ended_at": START,
+        "end_reason": "exited",
+        "log_bytes": len(pid_line),
+    }
+    assert started["host"] == socket.gethostname()
     assert launcher.running_sessions() == 0
 
 
@@ -414,7 +444,15 @@ async def test_leaving_the_context_stops_a_running_session_with_sigterm(
         await wait_for_text(log_path(tmp_path, session_id), "started")
         begun = anyio.current_time()
     assert anyio.current_time() - begun < 3
-    assert recorder.ended == [{"session_id": session_id, "exit_status": -15, "ended_at": START}]
+    assert recorder.ended == [
+        {
+            "session_id": session_id,
+            "exit_status": -15,
+            "ended_at": START,
+            "end_reason": "daemon_shutdown",
+            "log_bytes": len(b"started\n"),
+        }
+    ]
 
 
 async def test_a_session_that_ignores_sigterm_is_killed_after_the_grace(
@@ -552,7 +590,9 @@ async def test_a_killed_helper_is_replaced_and_its_sessions_are_reported_unknown
             events = {entry["event"]: entry for entry in logs}
             assert events["session_spawner_exited"]["sessions_lost"] == 1
             assert events["session_exit_unknown"]["session_id"] == orphan
-            assert recorder.ended == []
+            assert [
+                (e["session_id"], e["exit_status"], e["end_reason"]) for e in recorder.ended
+            ] == [(orphan, None, "spawner_lost")]
 
             session_id = await launcher.create_session(session_request("agent_exit"))
             assert launcher.spawner_pid() not in {None, helper}
@@ -615,7 +655,7 @@ def test_the_helper_answers_a_start_without_descriptors_with_a_failure(tmp_path:
 
     try:
         assert set(start(1)) == {"id", "pid"}
-        assert set(next_message()) == {"exit", "status"}  # at rest again: nothing in flight
+        assert set(next_message()) == {"exit", "status", "log_bytes"}  # at rest: nothing in flight
         open_before = descriptors()
         free = [fd for fd in range(len(open_before) + 2) if fd not in open_before]
         limits = resource.prlimit(helper.pid, resource.RLIMIT_NOFILE)

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from agentcron import ids
 from agentcron.api import observability, routes
+from agentcron.api import sessions as sessions_api
 from agentcron.api.params import too_large
 from agentcron.api.socket import peer_allowed, peer_credentials
 from agentcron.clock import Clock
@@ -28,6 +29,7 @@ from agentcron.errors import API_ERROR_TYPES, ApiError, Conflict, PermissionDeni
 from agentcron.metrics import Metrics
 from agentcron.runtime.delivery import WebhookDelivery
 from agentcron.runtime.service import DeploymentService
+from agentcron.runtime.sessions import Sessions
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +54,13 @@ def create_app(
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
     leadership: routes.LeadershipStatus | None = None,
+    sessions: Sessions | None = None,
+    retention: routes.RetentionHealth | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
     runs through ``manual_runs`` (the fire path), health from ``scheduler``; ``/metrics``
-    from ``metrics`` and ``/v1/webhooks`` from ``webhooks`` (``agentcron.api.observability``)."""
+    from ``metrics`` and ``/v1/webhooks`` from ``webhooks`` (``agentcron.api.observability``);
+    ``/v1/sessions`` from ``sessions`` (``agentcron.api.sessions``)."""
     app = web.Application(middlewares=[api_middleware], client_max_size=max_request_bytes)
     app[routes.SERVICE] = service
     app[routes.MANUAL_RUNS] = manual_runs
@@ -72,8 +77,13 @@ def create_app(
         app[observability.WEBHOOKS] = webhooks
     if leadership is not None:
         app[routes.LEADERSHIP] = leadership
+    if sessions is not None:
+        app[sessions_api.SESSIONS] = sessions
+    if retention is not None:  # journal size, session-log bytes, last prune in /v1/health
+        app[routes.RETENTION] = retention
     app.add_routes(routes.routes)
     app.add_routes(observability.routes)
+    app.add_routes(sessions_api.routes)
     return app
 
 

@@ -51,6 +51,14 @@ class LeadershipStatus(Protocol):
         ...
 
 
+class RetentionHealth(Protocol):
+    """What ``/v1/health`` reports of retention (``agentcron.runtime.retention.Pruner``)."""
+
+    async def health(self) -> dict[str, Any]:
+        """Journal size, session-log bytes and the latest prune (JSON-ready)."""
+        ...
+
+
 SERVICE = web.AppKey("service", DeploymentService)
 MANUAL_RUNS = web.AppKey[ManualRuns]("manual_runs")
 SCHEDULER = web.AppKey[SchedulerHealth]("scheduler")
@@ -59,6 +67,7 @@ JOURNAL_PATH: web.AppKey[Path | str] = web.AppKey("journal_path")
 """Where the journal lives: its file, or its database URL without the password."""
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
 LEADERSHIP = web.AppKey[LeadershipStatus]("leadership")
+RETENTION = web.AppKey[RetentionHealth]("retention")
 
 routes = web.RouteTableDef()
 
@@ -194,4 +203,6 @@ async def health(request: web.Request) -> web.Response:
     }
     if LEADERSHIP in app:
         body["leadership"] = app[LEADERSHIP].status()
+    if RETENTION in app:
+        body["retention"] = await app[RETENTION].health()
     return json_response(body)

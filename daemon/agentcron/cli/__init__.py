@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from agentcron import __version__
-from agentcron.cli import deployments, runs, schedule, socket_path, status, webhooks
+from agentcron.cli import (
+    deployments,
+    journal,
+    runs,
+    schedule,
+    sessions,
+    socket_path,
+    status,
+    webhooks,
+)
 from agentcron.exits import EXIT_USAGE
 
 
@@ -22,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"agentcron {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (deployments, runs, schedule, status, webhooks, socket_path):
+    for module in (deployments, runs, schedule, status, webhooks, socket_path, sessions, journal):
         module.register(subparsers)
     return parser
 

@@ -166,6 +166,7 @@ def health_text(health: Mapping[str, Any], socket_path: str) -> str:
         f"in flight {scheduler.get('in_flight', 0)})",
         "failed:       " + (", ".join(f"{k} {v}" for k, v in failed.items()) or "none"),
     ]
+    lines.extend(retention_lines(health.get("retention")))
     for reason in health.get("reasons") or []:
         lines.append(f"degraded:     {reason.get('type')}: {reason.get('message')}")
     lines.extend(leadership_lines(health.get("leadership")))
@@ -183,4 +184,78 @@ def leadership_lines(leadership: Mapping[str, Any] | None) -> list[str]:
             f"{leadership.get('epoch') if leadership.get('epoch') is not None else '-'}, "
             f"lease expires {leadership.get('lease_expires_at') or '-'}"
         )
+    return lines
+
+
+def session_active(session: Mapping[str, Any]) -> str:
+    """``running since T``, ``exited (code=0) at T``, ``killed (signal=SIGTERM) at T`` or
+    ``unknown at T`` (systemctl's ``Active:`` line)."""
+    status = str(session.get("status", "?"))
+    if status == "running":
+        stopping = session.get("stopping")
+        suffix = f" (stopping: {stopping})" if stopping else ""
+        return f"running since {session.get('started_at')}{suffix}"
+    detail = ""
+    if session.get("exit_code") is not None:
+        detail = f" (code={session['exit_code']})"
+    elif session.get("signal"):
+        detail = f" (signal={session['signal']})"
+    return f"{status}{detail} at {session.get('ended_at')}"
+
+
+def session_detail(session: Mapping[str, Any]) -> str:
+    """A local session as systemctl shows a unit: a status dot, then ``key: value`` lines."""
+    running = session.get("status") == "running"
+    log_bytes = session.get("log_bytes")
+    fields = [
+        ("Active", session_active(session)),
+        ("Reason", str(session.get("end_reason") or "-")),
+        ("Main PID", f"{session.get('pid')}" + ("" if running else " (ended)")),
+        ("Started", str(session.get("started_at"))),
+        ("Deployment", str(session.get("deployment_id"))),
+        ("Run", str(session.get("run_id"))),
+        ("Host", str(session.get("host") or "-")),
+        ("Log", "-" if log_bytes is None else f"{log_bytes} bytes"),
+    ]
+    width = max(len(key) for key, _ in fields)
+    dot = "●" if running else "○"
+    lines = [f"{dot} {session.get('id')} - {session.get('status')}"]
+    lines += [f"  {key + ':':>{width + 1}} {value}" for key, value in fields]
+    return "\n".join(lines)
+
+
+def human_bytes(size: int | None) -> str:
+    """``1.5 MiB``-style sizes (``-`` for unknown)."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def retention_lines(retention: Mapping[str, Any] | None) -> list[str]:
+    """The journal's size, the session logs' bytes and the latest prune, for people."""
+    if not retention:
+        return []
+    lines = [
+        f"journal size: {human_bytes(retention.get('journal_bytes'))}, "
+        f"session logs {human_bytes(retention.get('session_log_bytes'))}"
+    ]
+    last = retention.get("last_prune")
+    if not last:
+        lines.append("last prune:   - (none since start)")
+        return lines
+    removed = last.get("removed") or {}
+    text = (
+        f"last prune:   {last.get('finished_at') or last.get('started_at')}: removed "
+        f"{removed.get('runs', 0)} runs, {removed.get('sessions', 0)} sessions "
+        f"({removed.get('log_files', 0)} log files), "
+        f"{removed.get('outbox_events', 0)} webhook events"
+    )
+    if last.get("error"):
+        text += f"; stopped: {last['error']}"
+    lines.append(text)
     return lines

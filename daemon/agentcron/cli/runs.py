@@ -1,4 +1,5 @@
-"""`agentcron runs` sub-commands: list (optionally following new runs) and get."""
+"""`agentcron runs` sub-commands: list (optionally following new runs) and get (with the state
+of the run's session)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ from typing import Any
 import anyio
 
 from agentcron.cli.common import connection_options, run_with_client, usage_guard
-from agentcron.cli.output import RUN_HEADERS, print_json, run_detail, run_line, run_row, table
+from agentcron.cli.output import (
+    RUN_HEADERS,
+    print_json,
+    run_detail,
+    run_line,
+    run_row,
+    session_detail,
+    table,
+)
 from agentcron.client import Client
 from agentcron.core.timeutil import parse_ts
+from agentcron.errors import NotFound
 from agentcron.exits import EXIT_OK
 
 FOLLOW_INTERVAL = 1.0
@@ -45,7 +55,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     listing.add_argument("--follow", "-f", action="store_true", help="keep printing new runs")
     listing.set_defaults(handler=usage_guard(_list))
 
-    get = commands.add_parser("get", parents=[common], help="show one run")
+    get = commands.add_parser(
+        "get",
+        parents=[common],
+        help="show one run and its session's state",
+        description="Show one run; when it created a session, that session's state too (its "
+        "status, pid, exit code or signal, end reason and log size).",
+    )
     get.add_argument("run_id", metavar="ID")
     get.set_defaults(handler=_get)
     group.set_defaults(handler=lambda _args: _help(group))
@@ -121,10 +137,22 @@ def _emit(args: argparse.Namespace, run: dict[str, Any]) -> None:
 def _get(args: argparse.Namespace) -> int:
     async def command(client: Client) -> int:
         run = await client.get_run(args.run_id)
+        session: dict[str, Any] | None = None
+        unavailable: str | None = None
+        if run.get("session_id"):
+            try:
+                session = await client.get_session(run["session_id"])
+            except NotFound as exc:  # hosted, or no longer recorded
+                unavailable = exc.message
         if args.json:
-            print_json(run)
-        else:
-            print(run_detail(run))
+            print_json({**run, "session": session} if session is not None else run)
+            return EXIT_OK
+        print(run_detail(run))
+        if session is not None:
+            print()
+            print(session_detail(session))
+        elif unavailable is not None:
+            print(f"{'session:':<13} {unavailable}")
         return EXIT_OK
 
     return run_with_client(args, command)

@@ -26,6 +26,8 @@ class RunErrorType(StrEnum):
     SESSION_RATE_LIMITED = "session_rate_limited"
     SESSION_CREATION_REJECTED = "session_creation_rejected"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    SESSION_ALREADY_RUNNING = "session_already_running"
+    """``overlap = "skip"``: the deployment's previous local session still runs (agentcron's)."""
 
 
 class TriggerType(StrEnum):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def format_ts(value: datetime) -> str:
@@ -47,7 +47,7 @@ def from_micros(micros: int) -> datetime:
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``"10s"``, ``"1.5m"``, ``"250ms"``, ``"2h"`` or a plain number.
+    """Seconds from ``"10s"``, ``"1.5m"``, ``"250ms"``, ``"2h"``, ``"90d"`` or a plain number.
 
     Raises ``ValueError`` naming the accepted forms.
     """
@@ -59,7 +59,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(
-            f"{value!r} is not a duration: use a number of seconds or '500ms', '10s', '2m', '1h'"
+            f"{value!r} is not a duration: use a number of seconds or "
+            "'500ms', '10s', '2m', '1h', '90d'"
         )
     if seconds < 0:
         raise ValueError(f"{value!r} is negative; durations must be >= 0")

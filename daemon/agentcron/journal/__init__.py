@@ -23,6 +23,7 @@ from agentcron.journal.protocol import (
     EndpointState,
     Journal,
     OutboxEvent,
+    Pruned,
     RunFilter,
     ScheduleRow,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "EndpointState",
     "Journal",
     "OutboxEvent",
+    "Pruned",
     "RunFilter",
     "ScheduleRow",
     "SqliteJournal",

@@ -24,6 +24,12 @@ contract, whatever the storage:
   writes the endpoint's ``EndpointState``, in one transaction); ``retry_deliveries`` makes an
   endpoint's failed deliveries pending again and re-enables it. A delivery is ``pending``
   until it is ``delivered`` or given up (``failed``); nothing here decides when to retry.
+- **Retention** (``prune_*``). Each call removes at most ``limit`` rows in one short write
+  transaction (the candidates are found on the reading side first, and every condition is
+  checked again as they are deleted). Never removed: an open claim, the newest run of a
+  deployment (by ``created_at``) and its latest scheduled run (what the scheduler resumes
+  from), a session still running (``ended_at`` NULL), an outbox event with a pending delivery.
+  ``last_run_at`` lives on the deployment and cursors are positions, so neither moves.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "EndpointState",
     "Journal",
     "OutboxEvent",
+    "Pruned",
     "RunFilter",
     "ScheduleRow",
 ]
@@ -138,6 +145,18 @@ class EndpointState:
     disabled_at: datetime | None = None
     """When it was disabled for failing too long (``None``: enabled)."""
     last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pruned:
+    """What one ``prune_*`` call removed."""
+
+    removed: int
+    """Rows removed (runs, sessions, or outbox events with their deliveries)."""
+    held: float
+    """Seconds the delete statements took inside their write transaction (the writer hold)."""
+    session_ids: tuple[str, ...] = ()
+    """The sessions removed (``prune_sessions``): their log files may go too."""
 
 
 class ScheduleRow(NamedTuple):
@@ -331,21 +350,69 @@ class Journal(Protocol):
         ``failing_since`` and ``disabled_at``); returns how many deliveries that made due."""
         ...
 
+    # --- retention (see the module docstring) ---------------------------------------------
+
+    async def prune_runs(self, before: datetime, limit: int) -> Pruned:
+        """Remove up to ``limit`` completed runs created before ``before``, oldest first."""
+        ...
+
+    async def run_created_at_rank(self, rank: int) -> datetime | None:
+        """The ``created_at`` of the ``rank``-th newest completed run (1: the newest), or
+        ``None`` when there are fewer (what ``runs_max_count`` prunes below)."""
+        ...
+
+    async def prune_sessions(
+        self, before: datetime, limit: int, *, session_ids: Sequence[str] | None = None
+    ) -> Pruned:
+        """Remove up to ``limit`` local sessions that ended before ``before`` (oldest first);
+        with ``session_ids``, only those of them. ``Pruned.session_ids`` names them."""
+        ...
+
+    async def prune_outbox(self, before: datetime, limit: int) -> Pruned:
+        """Remove up to ``limit`` outbox events created before ``before`` whose deliveries
+        are all settled (delivered or failed), with those deliveries."""
+        ...
+
     # --- local sessions (the command launcher's ``SessionRecorder``) ----------------------
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
-        """Queue the record that local session ``session_id`` started as process ``pid``."""
+        """Queue the record that local session ``session_id`` started as process ``pid`` on
+        ``host`` (the daemon's host name)."""
         ...
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Queue a local session's exit status (negative: killed by that signal)."""
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
+        """Queue a local session's end: its exit status (negative: killed by that signal, which
+        is also stored as ``signal``; ``None``: unknown), why it ended (``end_reason``) and its
+        log's size then."""
+        ...
+
+    async def recover_sessions(self, *, host: str, ended_at: datetime) -> list[str]:
+        """End every session of ``host`` still recorded as running (a daemon on that host
+        stopped without seeing it end): ``end_reason`` ``recovered``, exit status unknown.
+        Returns their ids. Sessions of other hosts are left alone."""
         ...
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """A local session's record: ``session_id``, ``run_id``, ``deployment_id``, ``pid``,
-        ``exit_status``, ``started_at``, ``ended_at`` (datetimes or ``None``)."""
+        ``exit_status``, ``started_at``, ``ended_at`` (datetimes or ``None``), ``end_reason``,
+        ``signal``, ``log_bytes`` and ``host`` (``None`` until known)."""
         ...
 
     async def flush(self) -> None:

@@ -178,10 +178,28 @@ def run_from_row(row: Iterable[Any], decode: Decode) -> DeploymentRun:
     )
 
 
+SESSION_COLUMNS = (
+    "session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at, "
+    "end_reason, signal, log_bytes, host"
+)
+"""The ``sessions`` columns ``session_from_row`` reads, in its order."""
+
+
 def session_from_row(row: Iterable[Any], decode: Decode) -> dict[str, Any]:
-    """A ``sessions`` row (session_id, run_id, deployment_id, pid, exit_status, started_at,
-    ended_at) as ``Journal.get_session`` returns it."""
-    session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at = tuple(row)
+    """A ``sessions`` row (``SESSION_COLUMNS``) as ``Journal.get_session`` returns it."""
+    (
+        session_id,
+        run_id,
+        deployment_id,
+        pid,
+        exit_status,
+        started_at,
+        ended_at,
+        end_reason,
+        signal,
+        log_bytes,
+        host,
+    ) = tuple(row)
     return {
         "session_id": session_id,
         "run_id": run_id,
@@ -190,7 +208,16 @@ def session_from_row(row: Iterable[Any], decode: Decode) -> dict[str, Any]:
         "exit_status": exit_status,
         "started_at": decode(started_at),
         "ended_at": None if ended_at is None else decode(ended_at),
+        "end_reason": end_reason,
+        "signal": signal,
+        "log_bytes": log_bytes,
+        "host": host,
     }
+
+
+def exit_signal(exit_status: int | None) -> int | None:
+    """The number of the signal that killed a process whose exit status is ``exit_status``."""
+    return -exit_status if exit_status is not None and exit_status < 0 else None
 
 
 RECOVERED_ERROR = RunError(type=RunErrorType.SERVICE_UNAVAILABLE.value, message=RECOVERED_MESSAGE)

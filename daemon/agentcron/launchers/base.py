@@ -71,13 +71,29 @@ class SessionRecorder(Protocol):
     """
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
-        """Record that ``session_id`` started as process ``pid``."""
+        """Record that ``session_id`` started as process ``pid`` on ``host``."""
         ...
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Record the process's exit status (negative: killed by that signal)."""
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
+        """Record the process's exit status (negative: killed by that signal; ``None``:
+        unknown), why it ended and its log's size."""
         ...
 
 

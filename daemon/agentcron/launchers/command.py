@@ -7,14 +7,22 @@ of agent ``A`` in environment ``E`` with vaults ``V...`` is the program ``A.argv
 - in the working directory ``E.cwd`` (the daemon's own working directory when unset),
 - with stdin the JSON session request (``SessionRequest.session_body()`` plus ``session_id``,
   ``deployment_id`` and ``run_id``), written in full and then closed,
-- with stdout and stderr appended to ``<state_dir>/sessions/<session_id>.log`` (directory
-  0700, file 0600),
+- with stdout and stderr relayed into ``<state_dir>/sessions/<session_id>.log`` (directory
+  0700, file 0600), which never grows past ``log_max_bytes``: at the cap a marker line is
+  written and the rest discarded, while the child runs on,
 - with an environment built in this order, later sources winning: a minimal base taken from the
   daemon (``PATH``, defaulting to ``/usr/local/bin:/usr/bin:/bin``, then ``HOME``, ``USER``,
   ``LOGNAME``, ``LANG``, ``LC_ALL``, ``TZ`` and ``TMPDIR`` when set), the environment's ``env``,
   each vault's env-file in ``vault_ids`` order, and last ``AGENTCRON_SESSION_ID``,
   ``AGENTCRON_DEPLOYMENT_ID`` and ``AGENTCRON_RUN_ID``. Nothing else of the daemon's
   environment is inherited.
+
+Per agent, ``max_duration`` stops a session that runs too long and ``overlap = "skip"`` refuses
+a new session (``session_already_running``) while the same deployment's previous one runs here.
+Stopping a session (``max_duration``, ``stop_session``, the daemon's shutdown) sends SIGTERM to
+its process group and SIGKILL after the agent's ``stop_grace``; each ended session records
+why (``end_reason``): ``exited``, ``max_duration``, ``stopped``, ``daemon_shutdown`` or
+``spawner_lost`` (the helper died, the exit is unknown).
 
 Vault values reach the child's environment and nowhere else: they are never logged, never part
 of the request JSON, never quoted in an error message.
@@ -27,12 +35,16 @@ task per child), and their records are queued on the journal without waiting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import re
 import signal
+import socket
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,7 +59,7 @@ from agentcron.config import AgentDecl, Declarations, EnvironmentDecl
 from agentcron.core.models import AgentRef, RunErrorType
 from agentcron.errors import InvalidRequest, LaunchFailure
 from agentcron.launchers.base import SessionRecorder, SessionRequest
-from agentcron.launchers.spawner import describe_os_error
+from agentcron.launchers.spawner import DEFAULT_LOG_CAP, describe_os_error
 from agentcron.launchers.spawner_client import SpawnerClient, SpawnError
 
 log = structlog.get_logger(__name__)
@@ -56,6 +68,12 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 BASE_ENV_NAMES = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LISTED_NAMES = 20
+DEFAULT_LOG_MAX_BYTES = DEFAULT_LOG_CAP
+"""A session log's cap (10 MiB) unless the launcher is given another."""
+MIN_LOG_MAX_BYTES = 4096
+UNCAPPED_LOG_BYTES = 2**62
+"""The cap that is no cap: ``[retention] session_log_max_bytes = "off"``."""
+_STOP_WAIT_SLACK = 5.0  # seconds past SIGKILL a stop waits for the exit to be reported
 
 
 class EnvFileError(ValueError):
@@ -128,6 +146,20 @@ def _listing(kind: str, names: list[str]) -> str:
     return f"declared {kind}: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningSession:
+    """What the launcher knows of a local session that runs now (for ``/v1/sessions``)."""
+
+    session_id: str
+    run_id: str
+    deployment_id: str
+    pid: int
+    started_at: datetime
+    log_path: Path
+    stopping: str | None
+    """The end reason once a stop began (``max_duration``, ``stopped``, ...), else ``None``."""
+
+
 class _LocalSession:
     """One child process of the launcher, from its spawn request until its exit was seen.
 
@@ -135,21 +167,47 @@ class _LocalSession:
     the event loop as the helper reports them.
     """
 
-    __slots__ = ("exited", "launcher", "pid", "request", "session_id")
+    __slots__ = (
+        "end_reason",
+        "exited",
+        "kill_timer",
+        "launcher",
+        "limit_timer",
+        "max_duration",
+        "pid",
+        "request",
+        "session_id",
+        "started_at",
+        "stop_grace",
+    )
 
-    def __init__(self, launcher: CommandLauncher, session_id: str, request: SessionRequest) -> None:
+    def __init__(
+        self,
+        launcher: CommandLauncher,
+        session_id: str,
+        request: SessionRequest,
+        *,
+        max_duration: float | None,
+        stop_grace: float,
+    ) -> None:
         self.launcher = launcher
         self.session_id = session_id
         self.request = request
         self.pid = 0
         self.exited = anyio.Event()
+        self.max_duration = max_duration
+        self.stop_grace = stop_grace
+        self.end_reason: str | None = None  # set when a stop begins
+        self.started_at: datetime | None = None
+        self.limit_timer: asyncio.TimerHandle | None = None
+        self.kill_timer: asyncio.TimerHandle | None = None
 
     def child_started(self, pid: int) -> None:
         self.pid = pid
         self.launcher._started(self)
 
-    def child_exited(self, status: int | None) -> None:
-        self.launcher._exited(self, status)
+    def child_exited(self, status: int | None, log_bytes: int | None) -> None:
+        self.launcher._exited(self, status, log_bytes)
 
 
 class CommandLauncher:
@@ -169,7 +227,11 @@ class CommandLauncher:
         stop_grace: float = 10.0,
         recorder: SessionRecorder | None = None,
         clock: Clock,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        host: str | None = None,
     ) -> None:
+        if log_max_bytes < MIN_LOG_MAX_BYTES:
+            raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
         self._declarations = declarations
         self._sessions_dir = state_dir / "sessions"
         self._max_concurrent = max_concurrent_sessions
@@ -184,6 +246,9 @@ class CommandLauncher:
         self._spawns_drained: anyio.Event | None = None
         self._active = 0  # reserved or running children, the number the cap applies to
         self._running: dict[str, _LocalSession] = {}
+        self._by_deployment: dict[str, set[_LocalSession]] = {}  # reserved or running
+        self._log_max_bytes = log_max_bytes
+        self._host = host or socket.gethostname()
         self._sessions_dir_ready = False
         self._unavailable: str | None = None  # why no session can start, until one does
 
@@ -206,6 +271,17 @@ class CommandLauncher:
         if task_group is not None:
             await task_group.__aexit__(exc_type, exc, tb)
 
+    @property
+    def log_max_bytes(self) -> int:
+        """The cap of the logs of sessions started from now on (SIGHUP may change it)."""
+        return self._log_max_bytes
+
+    @log_max_bytes.setter
+    def log_max_bytes(self, value: int) -> None:
+        if value < MIN_LOG_MAX_BYTES:
+            raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
+        self._log_max_bytes = value
+
     def reload(self, declarations: Declarations) -> None:
         """Replace the declared agents, environments and vaults (SIGHUP).
 
@@ -216,6 +292,53 @@ class CommandLauncher:
     def running_sessions(self) -> int:
         """How many child processes are running right now."""
         return len(self._running)
+
+    @property
+    def host(self) -> str:
+        """The host name this launcher's sessions record."""
+        return self._host
+
+    @property
+    def sessions_dir(self) -> Path:
+        """Where session logs are written (``<session_id>.log``)."""
+        return self._sessions_dir
+
+    def log_path(self, session_id: str) -> Path:
+        """The log file of ``session_id`` (which may not exist)."""
+        return self._sessions_dir / f"{session_id}.log"
+
+    def running_session(self, session_id: str) -> RunningSession | None:
+        """``session_id`` while it runs here, else ``None``."""
+        session = self._running.get(session_id)
+        if session is None or session.started_at is None:
+            return None
+        return RunningSession(
+            session_id=session.session_id,
+            run_id=session.request.run_id,
+            deployment_id=session.request.deployment_id,
+            pid=session.pid,
+            started_at=session.started_at,
+            log_path=self.log_path(session.session_id),
+            stopping=session.end_reason,
+        )
+
+    async def wait_ended(self, session_id: str) -> None:
+        """Return once ``session_id`` is not running here (at once if it is not)."""
+        session = self._running.get(session_id)
+        if session is not None:
+            await session.exited.wait()
+
+    async def stop_session(self, session_id: str) -> bool:
+        """Stop a running session (SIGTERM to its group, SIGKILL after its agent's
+        ``stop_grace``; ``end_reason`` ``stopped``) and return once its exit was seen (or a
+        few seconds after the SIGKILL). ``False``: it does not run here."""
+        session = self._running.get(session_id)
+        if session is None:
+            return False
+        self._terminate(session, "stopped")
+        with anyio.move_on_after(session.stop_grace + _STOP_WAIT_SLACK):
+            await session.exited.wait()
+        return True
 
     def spawner_pid(self) -> int | None:
         """The pid of the helper process that starts sessions, while one runs."""
@@ -275,6 +398,8 @@ class CommandLauncher:
         agent = self._agent_for(declarations, request)
         environment = self._environment_for(declarations, request)
         secrets = self._vault_environment(declarations, request.vault_ids)
+        if agent.overlap == "skip":
+            self._refuse_overlap(agent, request.deployment_id)
         if self._active >= self._max_concurrent:
             raise LaunchFailure(
                 RunErrorType.SESSION_RATE_LIMITED,
@@ -296,9 +421,16 @@ class CommandLauncher:
             "AGENTCRON_RUN_ID": request.run_id,
         }
         stdin_data = self._stdin_json(request, session_id)
-        session = _LocalSession(self, session_id, request)
+        session = _LocalSession(
+            self,
+            session_id,
+            request,
+            max_duration=agent.max_duration,
+            stop_grace=self._stop_grace if agent.stop_grace is None else agent.stop_grace,
+        )
         self._active += 1
         self._spawning += 1
+        self._reserve(session)
         try:
             # Shielded: once the child runs it must be registered (``_started``) and watched.
             with anyio.CancelScope(shield=True):
@@ -312,6 +444,7 @@ class CommandLauncher:
                 )
         except BaseException:
             self._active -= 1
+            self._release(session)
             raise
         finally:
             self._spawning -= 1
@@ -344,16 +477,59 @@ class CommandLauncher:
             return
         log.info("sessions_stopping", count=len(sessions), grace_seconds=self._stop_grace)
         for session in sessions:
-            self._signal(session, signal.SIGTERM)
-        with anyio.move_on_after(self._stop_grace):
-            for session in sessions:
-                await session.exited.wait()
-        for session in sessions:
-            if not session.exited.is_set():
-                log.warning("session_killed", session_id=session.session_id)
-                self._signal(session, signal.SIGKILL)
+            self._terminate(session, "daemon_shutdown")
         for session in sessions:
             await session.exited.wait()
+
+    def _terminate(self, session: _LocalSession, reason: str) -> None:
+        """Begin stopping ``session``: SIGTERM to its group now, SIGKILL after its grace. The
+        first reason given is the one recorded."""
+        if session.exited.is_set():
+            return
+        if session.end_reason is None:
+            session.end_reason = reason
+            log.info(
+                "session_stopping",
+                session_id=session.session_id,
+                reason=reason,
+                grace_seconds=session.stop_grace,
+            )
+        self._signal(session, signal.SIGTERM)
+        if session.kill_timer is None:
+            loop = asyncio.get_running_loop()
+            session.kill_timer = loop.call_later(session.stop_grace, self._kill, session)
+
+    def _kill(self, session: _LocalSession) -> None:
+        if not session.exited.is_set():
+            log.warning("session_killed", session_id=session.session_id)
+            self._signal(session, signal.SIGKILL)
+
+    def _expire(self, session: _LocalSession) -> None:
+        session.limit_timer = None
+        self._terminate(session, "max_duration")
+
+    def _reserve(self, session: _LocalSession) -> None:
+        self._by_deployment.setdefault(session.request.deployment_id, set()).add(session)
+
+    def _release(self, session: _LocalSession) -> None:
+        deployment_id = session.request.deployment_id
+        sessions = self._by_deployment.get(deployment_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._by_deployment[deployment_id]
+
+    def _refuse_overlap(self, agent: AgentDecl, deployment_id: str) -> None:
+        """``overlap = "skip"``: no second session of a deployment while one runs here."""
+        sessions = self._by_deployment.get(deployment_id)
+        if not sessions:
+            return
+        previous = next((s for s in sessions if s.started_at is not None), next(iter(sessions)))
+        raise LaunchFailure(
+            RunErrorType.SESSION_ALREADY_RUNNING,
+            f"the previous session {previous.session_id} of deployment {deployment_id} is "
+            f'still running (agents.{agent.id}.overlap = "skip")',
+        )
 
     # -- creation steps --------------------------------------------------------------------
 
@@ -435,9 +611,10 @@ class CommandLauncher:
                 argv=agent.argv,
                 cwd=None if environment.cwd is None else str(environment.cwd),
                 env=env,
-                log_path=self._sessions_dir / f"{session.session_id}.log",
+                log_path=self.log_path(session.session_id),
                 stdin=data,
                 listener=session,
+                log_cap=self._log_max_bytes,
             )
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
@@ -461,6 +638,10 @@ class CommandLauncher:
 
     def _started(self, session: _LocalSession) -> None:
         self._running[session.session_id] = session
+        session.started_at = self._clock.now()
+        if session.max_duration is not None:
+            loop = asyncio.get_running_loop()
+            session.limit_timer = loop.call_later(session.max_duration, self._expire, session)
         request = session.request
         recorder = self._recorder
         if recorder is None:
@@ -471,23 +652,37 @@ class CommandLauncher:
                 run_id=request.run_id,
                 deployment_id=request.deployment_id,
                 pid=session.pid,
-                started_at=self._clock.now(),
+                started_at=session.started_at,
+                host=self._host,
             )
 
-    def _exited(self, session: _LocalSession, status: int | None) -> None:
+    def _exited(self, session: _LocalSession, status: int | None, log_bytes: int | None) -> None:
         self._running.pop(session.session_id, None)
+        self._release(session)
         self._active -= 1
+        for timer in (session.limit_timer, session.kill_timer):
+            if timer is not None:
+                timer.cancel()
+        session.limit_timer = session.kill_timer = None
         session.exited.set()
         if status is None:
             log.warning("session_exit_unknown", session_id=session.session_id)
-            return
-        log.debug("session_ended", session_id=session.session_id, exit_status=status)
+            reason = "spawner_lost"
+        else:
+            reason = session.end_reason or "exited"
+        log.debug(
+            "session_ended", session_id=session.session_id, exit_status=status, end_reason=reason
+        )
         recorder = self._recorder
         if recorder is None:
             return
         with self._recording("session_ended", session.session_id):
             recorder.session_ended(
-                session_id=session.session_id, exit_status=status, ended_at=self._clock.now()
+                session_id=session.session_id,
+                exit_status=status,
+                ended_at=self._clock.now(),
+                end_reason=reason,
+                log_bytes=log_bytes,
             )
 
     @staticmethod

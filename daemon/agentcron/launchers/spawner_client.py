@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -31,7 +31,6 @@ from agentcron.launchers.spawner import FrameReader, describe_os_error, encode_f
 
 log = structlog.get_logger(__name__)
 
-_T = TypeVar("_T")
 _READ_SIZE = 1 << 16
 _EXIT_WAIT = 5.0  # seconds a helper whose socket closed gets to exit before it is killed
 
@@ -52,9 +51,9 @@ class ChildListener(Protocol):
         """The child runs as ``pid`` (called before ``spawn`` returns)."""
         ...
 
-    def child_exited(self, status: int | None) -> None:
-        """It exited with ``status`` (negative: killed by that signal); ``None``: unknown, the
-        helper died first."""
+    def child_exited(self, status: int | None, log_bytes: int | None) -> None:
+        """It exited with ``status`` (negative: killed by that signal) and its log holds
+        ``log_bytes``; ``None``: unknown, the helper died first."""
         ...
 
 
@@ -100,7 +99,7 @@ class _Helper:
             if "exit" in message:
                 listener = self.children.pop(message["exit"], None)
                 if listener is not None:
-                    _tell(listener.child_exited, message["status"])
+                    _tell(listener.child_exited, message["status"], message.get("log_bytes"))
                 continue
             pending = self.pending.pop(message["id"], None)
             if pending is None:
@@ -122,15 +121,15 @@ class _Helper:
         orphans = list(self.children.values())
         self.children.clear()
         for listener in orphans:
-            _tell(listener.child_exited, None)
+            _tell(listener.child_exited, None, None)
         self.sock.close()
         return len(orphans)
 
 
-def _tell(callback: Callable[[_T], None], value: _T) -> None:
+def _tell(callback: Callable[..., None], *values: object) -> None:
     """Call a listener; its failure is logged, so the frames after it are still dispatched."""
     try:
-        callback(value)
+        callback(*values)
     except Exception:
         log.exception("spawn_listener_failed")
 
@@ -153,9 +152,11 @@ class SpawnerClient:
         log_path: Path,
         stdin: bytes,
         listener: ChildListener,
+        log_cap: int = spawner.DEFAULT_LOG_CAP,
     ) -> int:
         """Start ``argv`` and return its pid; raise ``SpawnError`` when its log or the program
-        cannot be started. ``listener`` hears of its start and, later, of its exit."""
+        cannot be started. ``listener`` hears of its start and, later, of its exit. The log
+        never grows past ``log_cap`` bytes (see ``launchers.spawner``)."""
         if self._closing:
             raise SpawnError("exec", "the session spawner is stopping")
         helper = self._helper or self._start()
@@ -164,6 +165,7 @@ class SpawnerClient:
         helper.pending[request_id] = pending
         request = {"id": request_id, "argv": list(argv), "cwd": cwd, "env": dict(env)}
         request["log"] = str(log_path)
+        request["cap"] = log_cap
         self._send(helper, encode_frame(request, stdin))
         await pending.done.wait()
         if pending.error is not None:

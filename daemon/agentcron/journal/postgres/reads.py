@@ -26,6 +26,7 @@ from agentcron.journal.postgres.rows import (
     session_from_row,
 )
 from agentcron.journal.protocol import DeploymentFilter, RunFilter, ScheduleRow
+from agentcron.journal.rows import SESSION_COLUMNS
 
 # The latest occurrence per deployment is one backward step in the runs_occurrence index.
 SCHEDULE_ROWS_SQL = (
@@ -225,8 +226,7 @@ class JournalQueries:
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """A local session's record; see ``Journal.get_session``."""
         rows = await self._fetch(
-            "SELECT session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at "
-            "FROM sessions WHERE session_id = $1",
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1",
             session_id,
         )
         return session_from_row(rows[0]) if rows else None

@@ -29,7 +29,7 @@ import asyncpg
 
 from agentcron.errors import JournalError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATION_LOCK = zlib.crc32(b"agentcron journal migrations")
 """The advisory lock key every migration step holds (any fixed 64-bit number would do)."""
@@ -157,7 +157,17 @@ CREATE TABLE webhook_endpoints (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: the session record's end reason, signal, log size and host, as in SQLite's
+# version 3 (several daemons sharing this database each name their own host).
+_V3 = """
+ALTER TABLE sessions ADD COLUMN end_reason text;
+ALTER TABLE sessions ADD COLUMN signal integer;
+ALTER TABLE sessions ADD COLUMN log_bytes bigint;
+ALTER TABLE sessions ADD COLUMN host text;
+CREATE INDEX sessions_running ON sessions (host) WHERE ended_at IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """``MIGRATIONS[n]`` is the SQL script from version ``n`` to ``n + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -36,6 +36,7 @@ from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors
 from agentcron.journal.postgres.lease import NOTIFY_CHANGE, LeaseLink
 from agentcron.journal.postgres.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.postgres.reads import JournalQueries
+from agentcron.journal.postgres.retention import RetentionOps
 from agentcron.journal.postgres.rows import DEPLOYMENT_MUTABLE, DEPLOYMENT_NAMES, deployment_values
 from agentcron.journal.postgres.schema import migrate
 from agentcron.journal.postgres.writer import GroupCommitWriter
@@ -45,6 +46,7 @@ from agentcron.journal.postgres.writes import (
     Fence,
     RecoverOp,
     SessionEndOp,
+    SessionRecoverOp,
     SessionStartOp,
     StatementOp,
 )
@@ -68,7 +70,7 @@ _UPDATE_DEPLOYMENT = (
 )
 
 
-class PostgresJournal(JournalQueries, OutboxQueries):
+class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
     """The open PostgreSQL journal (implements ``agentcron.journal.Journal``).
 
     Open with ``async with PostgresJournal.open(url, password=...) as journal:``; leaving the
@@ -352,7 +354,14 @@ class PostgresJournal(JournalQueries, OutboxQueries):
     # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
         """Queue the record that local session ``session_id`` started as process ``pid``."""
         self._writer.submit_nowait(
@@ -362,14 +371,33 @@ class PostgresJournal(JournalQueries, OutboxQueries):
                 deployment_id=deployment_id,
                 pid=pid,
                 started_at=started_at,
+                host=host,
             )
         )
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Queue a local session's exit status (negative: killed by that signal)."""
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
+        """Queue a local session's end (see ``Journal.session_ended``)."""
         self._writer.submit_nowait(
-            SessionEndOp(session_id=session_id, exit_status=exit_status, ended_at=ended_at)
+            SessionEndOp(
+                session_id=session_id,
+                exit_status=exit_status,
+                ended_at=ended_at,
+                end_reason=end_reason,
+                log_bytes=log_bytes,
+            )
         )
+
+    async def recover_sessions(self, *, host: str, ended_at: datetime) -> list[str]:
+        """End the sessions ``host`` left running; see ``Journal.recover_sessions``."""
+        return await self._writer.submit(SessionRecoverOp(host=host, ended_at=ended_at))
 
     async def flush(self) -> None:
         """Return once every write queued so far has committed (or failed)."""

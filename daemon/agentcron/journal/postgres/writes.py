@@ -17,7 +17,7 @@ from agentcron.journal.postgres.outbox import insert_events
 from agentcron.journal.postgres.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.postgres.writer import WriteOp
 from agentcron.journal.protocol import Claim, OutboxEvent
-from agentcron.journal.rows import completed_run
+from agentcron.journal.rows import completed_run, exit_signal
 
 # A claim is inserted only for a stored deployment (the join) and only if its occurrence has
 # no run yet (ON CONFLICT on the unique (deployment_id, scheduled_at)); RETURNING names the
@@ -270,15 +270,19 @@ class SessionStartOp(WriteOp[None]):
     deployment_id: str
     pid: int
     started_at: datetime
+    host: str | None = None
     result: None = None
     failure: AgentcronError | None = None
 
     @classmethod
     async def apply(cls, conn: asyncpg.Connection, ops: Sequence[SessionStartOp]) -> None:
         await conn.executemany(
-            "INSERT INTO sessions (session_id, run_id, deployment_id, pid, started_at) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            [(op.session_id, op.run_id, op.deployment_id, op.pid, op.started_at) for op in ops],
+            "INSERT INTO sessions (session_id, run_id, deployment_id, pid, started_at, host) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [
+                (op.session_id, op.run_id, op.deployment_id, op.pid, op.started_at, op.host)
+                for op in ops
+            ],
         )
 
     def describe(self) -> str:
@@ -287,11 +291,14 @@ class SessionStartOp(WriteOp[None]):
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class SessionEndOp(WriteOp[None]):
-    """Record a local session's exit status and end time; an unknown session fails alone."""
+    """Record a local session's exit status (``None``: unknown), end time, reason and log size;
+    an unknown session fails alone."""
 
     session_id: str
-    exit_status: int
+    exit_status: int | None
     ended_at: datetime
+    end_reason: str = "exited"
+    log_bytes: int | None = None
     result: None = None
     failure: AgentcronError | None = None
 
@@ -302,13 +309,18 @@ class SessionEndOp(WriteOp[None]):
                 await cls.apply(conn, [op])
             return
         rows = await conn.fetch(
-            "UPDATE sessions AS s SET exit_status = c.exit_status, ended_at = c.ended_at "
-            "FROM unnest($1::text[], $2::integer[], $3::timestamptz[]) "
-            "AS c (session_id, exit_status, ended_at) "
+            "UPDATE sessions AS s SET exit_status = c.exit_status, ended_at = c.ended_at, "
+            "end_reason = c.end_reason, signal = c.signal, log_bytes = c.log_bytes "
+            "FROM unnest($1::text[], $2::integer[], $3::timestamptz[], $4::text[], "
+            "$5::integer[], $6::bigint[]) "
+            "AS c (session_id, exit_status, ended_at, end_reason, signal, log_bytes) "
             "WHERE s.session_id = c.session_id RETURNING s.session_id",
             [op.session_id for op in ops],
             [op.exit_status for op in ops],
             [op.ended_at for op in ops],
+            [op.end_reason for op in ops],
+            [exit_signal(op.exit_status) for op in ops],
+            [op.log_bytes for op in ops],
         )
         ended = {row[0] for row in rows}
         for op in ops:
@@ -317,3 +329,28 @@ class SessionEndOp(WriteOp[None]):
 
     def describe(self) -> str:
         return f"end of session {self.session_id}"
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class SessionRecoverOp(WriteOp[list[str]]):
+    """End every session ``host`` left running (``end_reason`` ``recovered``, status unknown);
+    ``result`` is their ids."""
+
+    host: str
+    ended_at: datetime
+    result: list[str] = field(default_factory=list)
+    failure: AgentcronError | None = None
+
+    @classmethod
+    async def apply(cls, conn: asyncpg.Connection, ops: Sequence[SessionRecoverOp]) -> None:
+        for op in ops:
+            rows = await conn.fetch(
+                "UPDATE sessions SET ended_at = $1, end_reason = 'recovered' "
+                "WHERE host = $2 AND ended_at IS NULL RETURNING session_id",
+                op.ended_at,
+                op.host,
+            )
+            op.result = [row[0] for row in rows]
+
+    def describe(self) -> str:
+        return f"recovery of the sessions of host {self.host}"

@@ -15,7 +15,7 @@ repeats that condition so the planner may use them.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE deployments (
@@ -131,7 +131,20 @@ CREATE TABLE webhook_endpoints (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: what a local session's record says besides its exit status. ``end_reason`` is why
+# it ended (exited, max_duration, stopped, daemon_shutdown, spawner_lost, recovered), ``signal``
+# the number of the signal that killed it, ``log_bytes`` its log's size when it ended, ``host``
+# the daemon's host name (several daemons may share one PostgreSQL journal). The partial index
+# finds the sessions a host left running when it stopped.
+_V3 = """
+ALTER TABLE sessions ADD COLUMN end_reason TEXT;
+ALTER TABLE sessions ADD COLUMN signal INTEGER;
+ALTER TABLE sessions ADD COLUMN log_bytes INTEGER;
+ALTER TABLE sessions ADD COLUMN host TEXT;
+CREATE INDEX sessions_running ON sessions (host) WHERE ended_at IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """``MIGRATIONS[n]`` is the SQL script from version ``n`` to ``n + 1``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION

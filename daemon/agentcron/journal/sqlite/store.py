@@ -37,9 +37,10 @@ from agentcron.core.models import (
 from agentcron.core.timeutil import to_micros
 from agentcron.errors import JournalError
 from agentcron.journal.protocol import Claim, Delivery, EndpointState, OutboxEvent
-from agentcron.journal.rows import RECOVERED_ERROR, check_outcome, new_claim
+from agentcron.journal.rows import RECOVERED_ERROR, SESSION_COLUMNS, check_outcome, new_claim
 from agentcron.journal.sqlite.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.sqlite.reads import JournalQueries
+from agentcron.journal.sqlite.retention import RetentionOps
 from agentcron.journal.sqlite.rows import (
     DEPLOYMENT_COLUMNS,
     DEPLOYMENT_MUTABLE,
@@ -53,6 +54,7 @@ from agentcron.journal.sqlite.writes import (
     CompleteOp,
     RecoverOp,
     SessionEndOp,
+    SessionRecoverOp,
     SessionStartOp,
     StatementOp,
 )
@@ -169,7 +171,7 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
 
 
-class SqliteJournal(JournalQueries, OutboxQueries):
+class SqliteJournal(JournalQueries, OutboxQueries, RetentionOps):
     """The open SQLite journal (implements ``agentcron.journal.Journal``).
 
     Open with ``async with SqliteJournal.open(path) as journal:``; leaving the block commits
@@ -400,7 +402,14 @@ class SqliteJournal(JournalQueries, OutboxQueries):
     # --- local sessions (agentcron.launchers.base.SessionRecorder) -----------------------------
 
     def session_started(
-        self, *, session_id: str, run_id: str, deployment_id: str, pid: int, started_at: datetime
+        self,
+        *,
+        session_id: str,
+        run_id: str,
+        deployment_id: str,
+        pid: int,
+        started_at: datetime,
+        host: str | None = None,
     ) -> None:
         """Queue the record that local session ``session_id`` started as process ``pid``.
 
@@ -414,17 +423,34 @@ class SqliteJournal(JournalQueries, OutboxQueries):
                 deployment_id=deployment_id,
                 pid=pid,
                 started_at=to_micros(started_at),
+                host=host,
             )
         )
 
-    def session_ended(self, *, session_id: str, exit_status: int, ended_at: datetime) -> None:
-        """Queue a local session's exit status (negative: killed by that signal); see
+    def session_ended(
+        self,
+        *,
+        session_id: str,
+        exit_status: int | None,
+        ended_at: datetime,
+        end_reason: str = "exited",
+        log_bytes: int | None = None,
+    ) -> None:
+        """Queue a local session's end (see ``Journal.session_ended``); see
         ``session_started``. An unknown ``session_id`` is logged as a failed write."""
         self._writer.submit_nowait(
             SessionEndOp(
-                session_id=session_id, exit_status=exit_status, ended_at=to_micros(ended_at)
+                session_id=session_id,
+                exit_status=exit_status,
+                ended_at=to_micros(ended_at),
+                end_reason=end_reason,
+                log_bytes=log_bytes,
             )
         )
+
+    async def recover_sessions(self, *, host: str, ended_at: datetime) -> list[str]:
+        """End the sessions ``host`` left running; see ``Journal.recover_sessions``."""
+        return await self._writer.submit(SessionRecoverOp(host=host, ended_at=to_micros(ended_at)))
 
     async def flush(self) -> None:
         """Return once every write queued so far has committed (or failed)."""
@@ -433,8 +459,7 @@ class SqliteJournal(JournalQueries, OutboxQueries):
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         """A local session's record; see ``Journal.get_session``."""
         rows = await self._fetch(
-            "SELECT session_id, run_id, deployment_id, pid, exit_status, started_at, ended_at "
-            "FROM sessions WHERE session_id = ?",
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?",
             (session_id,),
         )
         return session_from_row(rows[0]) if rows else None

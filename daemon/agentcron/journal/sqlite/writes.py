@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from agentcron.core.models import DeploymentRun, RunError
 from agentcron.errors import JournalError, NotFound
 from agentcron.journal.protocol import Claim, OutboxEvent
-from agentcron.journal.rows import completed_run
+from agentcron.journal.rows import completed_run, exit_signal
 from agentcron.journal.sqlite.outbox import insert_events
 from agentcron.journal.sqlite.rows import RUN_COLUMNS, run_from_row
 from agentcron.journal.sqlite.writer import WriteOp
@@ -196,14 +196,18 @@ class SessionStartOp(WriteOp[None]):
     deployment_id: str
     pid: int
     started_at: int
+    host: str | None = None
     result: None = None
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionStartOp]) -> None:
         conn.executemany(
-            "INSERT INTO sessions (session_id, run_id, deployment_id, pid, started_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(op.session_id, op.run_id, op.deployment_id, op.pid, op.started_at) for op in ops],
+            "INSERT INTO sessions (session_id, run_id, deployment_id, pid, started_at, host) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (op.session_id, op.run_id, op.deployment_id, op.pid, op.started_at, op.host)
+                for op in ops
+            ],
         )
 
     def describe(self) -> str:
@@ -212,18 +216,31 @@ class SessionStartOp(WriteOp[None]):
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class SessionEndOp(WriteOp[None]):
-    """Record a local session's exit status and end time."""
+    """Record a local session's exit status (``None``: unknown), end time, reason and log size."""
 
     session_id: str
-    exit_status: int
+    exit_status: int | None
     ended_at: int
+    end_reason: str = "exited"
+    log_bytes: int | None = None
     result: None = None
 
     @classmethod
     def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionEndOp]) -> None:
         cursor = conn.executemany(
-            "UPDATE sessions SET exit_status = ?, ended_at = ? WHERE session_id = ?",
-            [(op.exit_status, op.ended_at, op.session_id) for op in ops],
+            "UPDATE sessions SET exit_status = ?, ended_at = ?, end_reason = ?, signal = ?, "
+            "log_bytes = ? WHERE session_id = ?",
+            [
+                (
+                    op.exit_status,
+                    op.ended_at,
+                    op.end_reason,
+                    exit_signal(op.exit_status),
+                    op.log_bytes,
+                    op.session_id,
+                )
+                for op in ops
+            ],
         )
         if cursor.rowcount != len(ops):  # retried one by one: the unknown session fails alone
             raise NotFound(
@@ -232,3 +249,28 @@ class SessionEndOp(WriteOp[None]):
 
     def describe(self) -> str:
         return f"end of session {self.session_id}"
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class SessionRecoverOp(WriteOp[list[str]]):
+    """End every session ``host`` left running (``end_reason`` ``recovered``, status unknown);
+    ``result`` is their ids."""
+
+    host: str
+    ended_at: int
+    result: list[str] = field(default_factory=list)
+
+    @classmethod
+    def apply(cls, conn: sqlite3.Connection, ops: Sequence[SessionRecoverOp]) -> None:
+        for op in ops:
+            op.result = [
+                row[0]
+                for row in conn.execute(
+                    "UPDATE sessions SET ended_at = ?, end_reason = 'recovered' "
+                    "WHERE host = ? AND ended_at IS NULL RETURNING session_id",
+                    (op.ended_at, op.host),
+                )
+            ]
+
+    def describe(self) -> str:
+        return f"recovery of the sessions of host {self.host}"
