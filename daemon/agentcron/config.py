@@ -112,8 +112,6 @@ class DaemonConfig:
     auto_pause_on: tuple[str, ...] = ()
     node_name: str | None = None
     """This daemon's name among daemons sharing a PostgreSQL journal (default: the host name)."""
-    host: str | None = None
-    """The name local sessions record as their host (``None``: ``socket.gethostname()``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -405,7 +403,6 @@ def parse_config(
         log_level=d.choice("log_level", _LOG_LEVELS, "info"),
         auto_pause_on=auto_pause_on,
         node_name=_node_name(d),
-        host=_host_name(d, "host"),
     )
     d.finish()
 
@@ -714,17 +711,6 @@ def _agent(name: str, r: _Reader) -> AgentDecl:
         stop_grace=stop_grace,
         overlap=overlap,  # type: ignore[arg-type]
     )
-
-
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$")
-
-
-def _host_name(r: _Reader, name: str) -> str | None:
-    value = r.get(name, str, None)
-    if value is not None and not _HOST_NAME.match(value):
-        r.problem(name, "must be 1-253 letters, digits, '_', '.', ':' or '-' (a host name)")
-        return None
-    return None if value is None else str(value)
 
 
 def _environment(name: str, r: _Reader) -> EnvironmentDecl:

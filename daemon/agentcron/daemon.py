@@ -39,7 +39,7 @@ from agentcron.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agentcron.health import Reason
 from agentcron.journal import Journal, open_journal
 from agentcron.journal.postgres.password import load_journal_password
-from agentcron.launchers import create_launcher, log_cap
+from agentcron.launchers import create_launcher
 from agentcron.launchers.base import Launcher
 from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.command_checks import declaration_problems
@@ -369,8 +369,8 @@ async def run_daemon(
             metrics=metrics,
             webhooks=runtime.webhooks,
             leadership=leadership,
-            sessions=sessions,
             retention=pruner,
+            sessions=sessions,
         )
         inherited = listen_fds(environ)
         sock = (
@@ -429,7 +429,7 @@ async def run_daemon(
 def leadership_for(config: Config, journal: Journal, runtime: Stack) -> Leadership | Standalone:
     """``Standalone`` on SQLite; on PostgreSQL the lease loop whose terms run the scheduler
     and the webhook delivery (``agentcron.runtime.leadership``)."""
-    node = node_id(config.daemon.node_name or config.daemon.host)
+    node = node_id(config.daemon.node_name)
     if config.journal.url is None:
         return Standalone(node)
     # Imported here: asyncpg is loaded only by a daemon that uses it.
@@ -459,6 +459,35 @@ def leadership_for(config: Config, journal: Journal, runtime: Stack) -> Leadersh
     )
 
 
+def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
+    """The retention pruner over the stack's journal: session logs live in the state
+    directory with the ``command`` launcher; it yields to the fire path (``fires_busy``)."""
+    sessions_dir = (
+        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
+    )
+    return Pruner(
+        journal=runtime.journal,
+        clock=clock,
+        config=config.retention,
+        sessions_dir=sessions_dir,
+        busy=fires_busy(runtime, clock),
+    )
+
+
+def fires_busy(runtime: Stack, clock: Clock, *, ahead: float = 2.0) -> Callable[[], bool]:
+    """Whether the fire path has work now: fires in flight, or one due within ``ahead``
+    seconds (what the pruner yields to)."""
+    firing, scheduler = runtime.firing, runtime.scheduler
+
+    def busy() -> bool:
+        if firing.stats.in_flight > 0:
+            return True
+        next_fire = scheduler.next_fire_at()
+        return next_fire is not None and (next_fire - clock.now()).total_seconds() < ahead
+
+    return busy
+
+
 async def open_sessions(
     config: Config, journal: Journal, launcher: Launcher, clock: Clock
 ) -> Sessions:
@@ -476,22 +505,6 @@ async def open_sessions(
             session_ids=recovered[:20],
         )
     return LocalSessions(journal=journal, launcher=launcher)
-
-
-def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:
-    """The retention pruner over the stack's journal: session logs live in the state
-    directory with the ``command`` launcher; it yields to the fires in flight."""
-    firing = runtime.firing
-    sessions_dir = (
-        config.daemon.state_dir / "sessions" if config.launcher.type == "command" else None
-    )
-    return Pruner(
-        journal=runtime.journal,
-        clock=clock,
-        config=config.retention,
-        sessions_dir=sessions_dir,
-        busy=lambda: firing.stats.in_flight > 0,
-    )
 
 
 def reload(
@@ -516,7 +529,7 @@ def reload(
     warn_unusable(config, environ)
     launcher.reload(config.declarations)
     if isinstance(launcher, CommandLauncher):
-        launcher.log_max_bytes = log_cap(config)
+        launcher.log_max_bytes = config.retention.session_log_max_bytes
     if pruner is not None:
         pruner.reload(config.retention)
     log.info(

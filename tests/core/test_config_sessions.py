@@ -1,5 +1,6 @@
 """The session limit keys of an agent (``max_duration``, ``stop_grace``, ``overlap``) and
-``[daemon] host``: parsed, defaulted, and every bad value named by ``--check-config``."""
+``[daemon] node_name`` (the host local sessions record): parsed, defaulted, and every bad
+value named by ``--check-config``."""
 
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ def test_the_limits_default_to_none_and_allow() -> None:
     config = parse_config(agent(), environ=ENVIRON)
     declared = config.declarations.agents["agent_a"]
     assert (declared.max_duration, declared.stop_grace, declared.overlap) == (None, None, "allow")
-    assert config.daemon.host is None
+    assert config.daemon.node_name is None
 
 
 def test_the_limits_are_read() -> None:
     document = agent(max_duration="1h", stop_grace="30s", overlap="skip")
-    document["daemon"] = {"host": "edge-7.example"}
+    document["daemon"] = {"node_name": "edge-7.example"}
     config = parse_config(document, environ=ENVIRON)
     declared = config.declarations.agents["agent_a"]
     assert (declared.max_duration, declared.stop_grace, declared.overlap) == (3600.0, 30.0, "skip")
-    assert config.daemon.host == "edge-7.example"
+    assert config.daemon.node_name == "edge-7.example"
 
 
 @pytest.mark.parametrize(
@@ -55,9 +56,9 @@ def test_the_limits_are_read() -> None:
             "agents.agent_a.overlap: must be one of allow, skip, got 'queue'",
         ),
         (agent(overlap=1), "agents.agent_a.overlap: expected a string, got int"),
-        ({"daemon": {"host": ""}}, "daemon.host: must be 1-253 letters"),
-        ({"daemon": {"host": "two words"}}, "daemon.host: must be 1-253 letters"),
-        ({"daemon": {"host": 7}}, "daemon.host: expected a string, got int"),
+        ({"daemon": {"node_name": ""}}, "daemon.node_name: must be 1-100 characters"),
+        ({"daemon": {"node_name": "two words"}}, "daemon.node_name: must be 1-100 characters"),
+        ({"daemon": {"node_name": 7}}, "daemon.node_name: expected a string, got int"),
     ],
     ids=[
         "duration-word",
@@ -67,9 +68,9 @@ def test_the_limits_are_read() -> None:
         "grace-negative",
         "overlap-unknown",
         "overlap-not-string",
-        "host-empty",
-        "host-space",
-        "host-number",
+        "node-name-empty",
+        "node-name-space",
+        "node-name-number",
     ],
 )
 def test_every_bad_value_is_named_by_its_key(document: dict[str, Any], problem: str) -> None:
@@ -100,22 +101,22 @@ def test_check_config_names_every_bad_session_key_and_shows_good_ones(tmp_path: 
 
     state = f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
     bad = check(
-        state + 'host = "a b"\n\n[agents.agent_a]\nargv = ["/bin/true"]\n'
+        state + 'node_name = "a b"\n\n[agents.agent_a]\nargv = ["/bin/true"]\n'
         'max_duration = "forever"\nstop_grace = "2h"\noverlap = "sometimes"\n'
     )
     assert bad.returncode == 2
     for key in (
-        "daemon.host",
+        "daemon.node_name",
         "agents.agent_a.max_duration",
         "agents.agent_a.stop_grace",
         "agents.agent_a.overlap",
     ):
         assert f"  {key}: " in bad.stderr, bad.stderr
     good = check(
-        state + 'host = "edge-1"\n\n[agents.agent_a]\nargv = ["/bin/true"]\n'
+        state + 'node_name = "edge-1"\n\n[agents.agent_a]\nargv = ["/bin/true"]\n'
         'max_duration = "1h"\noverlap = "skip"\n'
     )
     assert good.returncode == 0, good.stderr
     settings = json.loads(good.stdout)
-    assert settings["daemon"]["host"] == "edge-1"
+    assert settings["daemon"]["node_name"] == "edge-1"
     assert settings["agents"] == ["agent_a"]

@@ -16,12 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from agentcron.journal.postgres.schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from agentcron.journal.postgres.store import PostgresJournal
 from tests.support.daemon_harness import (
     DaemonProcess,
     create_body,
     list_all_runs,
     write_config,
 )
+from tests.support.postgres import PostgresCluster
 from tests.support.shifted_daemon import offset_before_minute
 
 
@@ -220,3 +225,21 @@ def test_backup_of_a_postgresql_journal_points_to_pg_dump(tmp_path: Path) -> Non
     assert "pg_dump" in result.stderr
     assert "pg_restore" in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+async def test_journal_check_reports_a_postgresql_journals_schema_version(
+    tmp_path: Path, postgres_cluster: PostgresCluster, postgres_database: str
+) -> None:
+    url = postgres_cluster.url(postgres_database)
+    async with PostgresJournal.open(url):
+        pass
+    config = tmp_path / "pg.toml"
+    config.write_text(f'[journal]\nurl = "{url}"\n')
+    result = await anyio.to_thread.run_sync(
+        lambda: cli("journal", "check", "--config", str(config), "--json")
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["backend"] == "postgresql"
+    assert report["schema_version"] == report["supported_schema_version"] == PG_SCHEMA_VERSION
+    assert report["ok"] is True

@@ -32,7 +32,8 @@ from tests.support.hosted_api import HostedApi
 TALKER = "echo line-1; sleep 0.6; echo line-2; sleep 0.6; echo line-3"
 
 
-def sessions_config(directory: Path) -> Path:
+def sessions_config(directory: Path, *, host: str = "edge-e2e", extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     config = directory / "agentcron.toml"
     config.write_text(
         f"""
@@ -40,7 +41,7 @@ def sessions_config(directory: Path) -> Path:
 state_dir = "{directory / "state"}"
 socket = "{directory / "run" / "control.sock"}"
 log_format = "json"
-host = "edge-e2e"
+node_name = "{host}"
 
 [launcher]
 type = "command"
@@ -60,6 +61,7 @@ argv = ["/bin/sh", "-c", "{TALKER}"]
 
 [environments.env_local]
 cwd = "{directory}"
+{extra}
 """
     )
     return config
@@ -131,6 +133,11 @@ def test_a_running_session_is_shown_stopped_and_stays_stopped(daemon: DaemonProc
     assert shown["log_bytes"] == len(b"started\n")
     pid = shown["pid"]
     assert not process_exited(pid)
+    follower = UnixHTTPConnection(daemon.socket_path)  # a follower that leaves early
+    follower.request("GET", f"/v1/sessions/{session_id}/log?follow=true")
+    answer = follower.getresponse()
+    assert (answer.status, answer.readline()) == (200, b"started\n")
+    follower.close()
 
     status, stopped = daemon.request("POST", f"/v1/sessions/{session_id}/stop")
     assert status == 200, stopped
@@ -155,6 +162,7 @@ def test_a_running_session_is_shown_stopped_and_stays_stopped(daemon: DaemonProc
     assert "Reason: stopped" in shown_run.stdout
     as_json = json.loads(cli(daemon, "runs", "get", run["id"], "--json").stdout)
     assert as_json["session"]["status"] == "killed"
+    assert "api_request_failed" not in daemon.logs()
 
 
 def test_overlap_skip_records_one_refused_run_per_manual_trigger(daemon: DaemonProcess) -> None:
@@ -169,7 +177,11 @@ def test_overlap_skip_records_one_refused_run_per_manual_trigger(daemon: DaemonP
     )
     assert status == 200
     assert sorted(r["id"] for r in page["data"] if r["error"]) == sorted(r["id"] for r in refused)
-    daemon.request("POST", f"/v1/sessions/{first['session_id']}/stop")
+    stopped = cli(daemon, "sessions", "stop", first["session_id"])
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"○ {first['session_id']} - killed" in stopped.stdout
+    shown = json.loads(cli(daemon, "sessions", "get", first["session_id"], "--json").stdout)
+    assert (shown["end_reason"], shown["signal"]) == ("stopped", "SIGTERM")
     assert run_now(daemon, deployment_id)["session_id"]  # the previous one ended: allowed
 
 
@@ -307,5 +319,9 @@ base_url = "{api.base_url}"
                 message = body["error"]["message"]
                 assert "sessions live in the hosted API" in message
                 assert f"{api.base_url}/v1/sessions/{session_id}" in message
+            shown = await anyio.to_thread.run_sync(cli, daemon, "runs", "get", run["id"])
+            assert shown.returncode == 0, shown.stderr
+            assert f"session {session_id}" in shown.stdout
+            assert "sessions live in the hosted API" in shown.stdout
         finally:
             await anyio.to_thread.run_sync(daemon.close)

@@ -959,9 +959,13 @@ async def test_recover_sessions_ends_only_the_running_sessions_of_that_host(
             started_at=T0,
             host=host,
         )
+    journal.session_started(  # recorded before hosts were: ended by any host's recovery
+        session_id="sesn_0", run_id="drun_0", deployment_id="depl_1", pid=1, started_at=T0
+    )
     journal.session_ended(session_id="sesn_2", exit_status=0, ended_at=T0, log_bytes=3)
     later = T0 + timedelta(minutes=5)
-    assert await journal.recover_sessions(host="edge-1", ended_at=later) == ["sesn_1"]
+    recovered_ids = await journal.recover_sessions(host="edge-1", ended_at=later)
+    assert sorted(recovered_ids) == ["sesn_0", "sesn_1"]
     recovered = await journal.get_session("sesn_1")
     assert recovered is not None
     assert (recovered["ended_at"], recovered["end_reason"], recovered["exit_status"]) == (

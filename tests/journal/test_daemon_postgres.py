@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_sessions import sessions_config
 from tests.e2e.test_webhooks_daemon import deliveries, make_events, raw_get, webhook_config
 from tests.support.daemon_harness import (
     DaemonProcess,
@@ -118,3 +119,46 @@ def test_webhooks_and_metrics_work_on_a_postgresql_journal(
         line for line in exposition.splitlines() if line.startswith("agentcron_journal_bytes ")
     ]
     assert float(size.split()[1]) > 0
+
+
+def test_two_daemons_on_one_database_each_name_their_own_host(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Sessions recorded by two daemons sharing a journal database carry each daemon's host:
+    either daemon shows the other's session, says its log is on that host, and refuses to stop
+    it (409) while it runs."""
+    journal = f"\n[journal]\nurl = '{postgres_url}'\n"
+    first = DaemonProcess(
+        tmp_path / "a", sessions_config(tmp_path / "a", host="edge-a", extra=journal)
+    )
+    second = DaemonProcess(
+        tmp_path / "b", sessions_config(tmp_path / "b", host="edge-b", extra=journal)
+    )
+    try:
+        first.start()
+        second.start()
+        body = {**create_body("on b", cron=None), "agent": "agent_long"}
+        status, deployment = second.request("POST", "/v1/deployments", body)
+        assert status == 200, deployment
+        status, run = second.request("POST", f"/v1/deployments/{deployment['id']}/run")
+        assert status == 200, run
+        session_id = run["session_id"]
+
+        def seen_from_first() -> bool:
+            return first.request("GET", f"/v1/sessions/{session_id}")[0] == 200
+
+        wait_until(seen_from_first, "the session's record reached the database")
+        status, shown = first.request("GET", f"/v1/sessions/{session_id}")
+        assert (shown["host"], shown["status"]) == ("edge-b", "running")
+        status, body = first.request("GET", f"/v1/sessions/{session_id}/log")
+        assert status == 404
+        assert "is on host edge-b" in body["error"]["message"]
+        status, body = first.request("POST", f"/v1/sessions/{session_id}/stop")
+        assert status == 409
+        assert "runs on host edge-b, not on edge-a" in body["error"]["message"]
+        status, stopped = second.request("POST", f"/v1/sessions/{session_id}/stop")
+        assert (status, stopped["end_reason"], stopped["host"]) == (200, "stopped", "edge-b")
+        assert first.request("GET", f"/v1/sessions/{session_id}")[1]["status"] == "killed"
+    finally:
+        first.close()
+        second.close()

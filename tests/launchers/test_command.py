@@ -587,6 +587,10 @@ async def test_a_killed_helper_is_replaced_and_its_sessions_are_reported_unknown
             with capture_logs() as logs:
                 os.kill(helper, signal.SIGKILL)
                 await eventually(lambda: launcher.running_sessions() == 0, "orphan released")
+                await eventually(  # logged once the dead helper is reaped (in a thread)
+                    lambda: any(e["event"] == "session_spawner_exited" for e in logs),
+                    "the spawner's exit logged",
+                )
             events = {entry["event"]: entry for entry in logs}
             assert events["session_spawner_exited"]["sessions_lost"] == 1
             assert events["session_exit_unknown"]["session_id"] == orphan

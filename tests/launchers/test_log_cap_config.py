@@ -9,7 +9,7 @@ from typing import Any
 from agentcron.config import Config, parse_config
 from agentcron.daemon import reload
 from agentcron.launchers import create_launcher
-from agentcron.launchers.command import UNCAPPED_LOG_BYTES, CommandLauncher
+from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.spawner import cap_marker
 from tests.launchers.test_command import START, Recorder, log_path, session_request
 from tests.support.fakes import FakeClock
@@ -33,9 +33,7 @@ def launcher_for(cfg: Config, recorder: Recorder | None = None) -> CommandLaunch
 
 def test_the_default_cap_is_10_mib_and_off_means_none(tmp_path: Path) -> None:
     assert launcher_for(config(tmp_path)).log_max_bytes == 10 * 1024 * 1024
-    assert launcher_for(config(tmp_path, session_log_max_bytes="off")).log_max_bytes == (
-        UNCAPPED_LOG_BYTES
-    )
+    assert launcher_for(config(tmp_path, session_log_max_bytes="off")).log_max_bytes is None
 
 
 def test_sighup_applies_a_new_cap_to_sessions_started_after_it(tmp_path: Path) -> None:

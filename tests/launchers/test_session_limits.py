@@ -42,7 +42,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def make(tmp_path: Path, recorder: Recorder) -> Make:
-    def build(*, log_max_bytes: int = 1 << 20, **agents: AgentDecl) -> CommandLauncher:
+    def build(*, log_max_bytes: int | None = 1 << 20, **agents: AgentDecl) -> CommandLauncher:
         base = declarations(tmp_path)
         return CommandLauncher(
             declarations=replace(base, agents={**base.agents, **agents}),
@@ -78,7 +78,7 @@ async def test_max_duration_stops_the_whole_process_group_and_records_why(
     async with make(agent_tree=limited) as launcher:
         session_id = await launcher.create_session(session_request("agent_tree"))
         path = log_path(tmp_path, session_id)
-        await wait_for_text(path, "child=")
+        await wait_for_text(path, "\nchild=")  # not the "grandchild=" line before it
         pids = pids_in_log(path)
         assert not process_exited(pids["grandchild"])
         with anyio.fail_after(10):
@@ -137,7 +137,7 @@ async def test_stop_session_terminates_the_group_and_records_stopped(
     async with make(agent_tree=agent("agent_tree", TREE)) as launcher:
         session_id = await launcher.create_session(session_request("agent_tree"))
         path = log_path(tmp_path, session_id)
-        await wait_for_text(path, "child=")
+        await wait_for_text(path, "\nchild=")  # not the "grandchild=" line before it
         running = launcher.running_session(session_id)
         assert running is not None
         assert (running.pid, running.stopping) == (pids_in_log(path)["child"], None)
@@ -184,6 +184,17 @@ async def test_output_under_the_cap_is_kept_whole(
     content = log_path(tmp_path, session_id).read_bytes()
     assert content == b"a" * 5000 + b"\nerr\n"
     assert ended["log_bytes"] == len(content)
+
+
+async def test_without_a_cap_the_whole_output_is_kept(
+    tmp_path: Path, make: Make, recorder: Recorder
+) -> None:
+    chatty = agent("agent_chatty", "head -c 300000 /dev/zero | tr '\\0' y")
+    async with make(agent_chatty=chatty, log_max_bytes=None) as launcher:
+        session_id = await launcher.create_session(session_request("agent_chatty"))
+        ended = await recorder.wait_ended(session_id)
+    assert log_path(tmp_path, session_id).read_bytes() == b"y" * 300000
+    assert ended["log_bytes"] == 300000
 
 
 def test_a_cap_below_the_minimum_is_refused(tmp_path: Path) -> None:

@@ -266,11 +266,15 @@ async def test_runs_max_count_keeps_the_newest_runs(tmp_path: Path) -> None:
         pruner = Pruner(
             journal=journal,
             clock=clock,
-            config=RetentionConfig(runs=None, runs_max_count=1000),
+            config=RetentionConfig(runs=None, runs_max_count=1200),
             pause=0.0,
         )
         report = await pruner.prune_once()
-        assert report.runs == 500
+        assert report.runs == 300
+        # with both limits, whichever removes more applies: the count here, then the age
+        pruner.reload(RetentionConfig(runs=90 * 86400.0, runs_max_count=1000))
+        report = await pruner.prune_once()
+        assert report.runs == 200
         left = await journal.counts()
         assert left["runs"] == 1000
         assert await journal.get_run(created[0].id) is not None  # the newest

@@ -54,8 +54,8 @@ def create_app(
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
     leadership: routes.LeadershipStatus | None = None,
-    sessions: Sessions | None = None,
     retention: routes.RetentionHealth | None = None,
+    sessions: Sessions | None = None,
 ) -> web.Application:
     """The aiohttp application serving SPEC §5: reads and changes through ``service``, manual
     runs through ``manual_runs`` (the fire path), health from ``scheduler``; ``/metrics``
@@ -77,10 +77,10 @@ def create_app(
         app[observability.WEBHOOKS] = webhooks
     if leadership is not None:
         app[routes.LEADERSHIP] = leadership
-    if sessions is not None:
-        app[sessions_api.SESSIONS] = sessions
     if retention is not None:  # journal size, session-log bytes, last prune in /v1/health
         app[routes.RETENTION] = retention
+    if sessions is not None:
+        app[sessions_api.SESSIONS] = sessions
     app.add_routes(routes.routes)
     app.add_routes(observability.routes)
     app.add_routes(sessions_api.routes)

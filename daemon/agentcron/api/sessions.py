@@ -127,7 +127,10 @@ async def session_log(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
         return response
     await response.prepare(request)
-    async for chunk in log.follow(start):
-        await response.write(chunk)
-    await response.write_eof()
+    try:
+        async for chunk in log.follow(start):
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionError:  # the client left (Ctrl-C on `sessions logs --follow`)
+        pass
     return response

@@ -406,7 +406,8 @@ class Journal(Protocol):
     async def recover_sessions(self, *, host: str, ended_at: datetime) -> list[str]:
         """End every session of ``host`` still recorded as running (a daemon on that host
         stopped without seeing it end): ``end_reason`` ``recovered``, exit status unknown.
-        Returns their ids. Sessions of other hosts are left alone."""
+        Sessions recorded before hosts were (``host`` unknown) are ended too. Returns their
+        ids, in no particular order. Sessions of other hosts are left alone."""
         ...
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:

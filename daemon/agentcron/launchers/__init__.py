@@ -16,7 +16,7 @@ from agentcron.clock import Clock
 from agentcron.config import Config
 from agentcron.launchers.api_key import load_api_key
 from agentcron.launchers.base import Launcher, SessionRecorder
-from agentcron.launchers.command import UNCAPPED_LOG_BYTES, CommandLauncher
+from agentcron.launchers.command import CommandLauncher
 from agentcron.launchers.managed_agents import ManagedAgentsLauncher
 
 __all__ = [
@@ -69,11 +69,6 @@ def create_launcher(
         stop_grace=settings.stop_grace,
         recorder=recorder,
         clock=clock,
-        host=config.daemon.host,
-        log_max_bytes=log_cap(config),
+        host=config.daemon.node_name,
+        log_max_bytes=config.retention.session_log_max_bytes,
     )
-
-
-def log_cap(config: Config) -> int:
-    """The session log cap ``[retention] session_log_max_bytes`` sets (``off``: none)."""
-    return config.retention.session_log_max_bytes or UNCAPPED_LOG_BYTES

@@ -8,8 +8,8 @@ of agent ``A`` in environment ``E`` with vaults ``V...`` is the program ``A.argv
 - with stdin the JSON session request (``SessionRequest.session_body()`` plus ``session_id``,
   ``deployment_id`` and ``run_id``), written in full and then closed,
 - with stdout and stderr relayed into ``<state_dir>/sessions/<session_id>.log`` (directory
-  0700, file 0600), which never grows past ``log_max_bytes``: at the cap a marker line is
-  written and the rest discarded, while the child runs on,
+  0700, file 0600), which never grows past ``log_max_bytes`` (``None``: no cap): at the cap
+  a marker line is written and the rest discarded, while the child runs on,
 - with an environment built in this order, later sources winning: a minimal base taken from the
   daemon (``PATH``, defaulting to ``/usr/local/bin:/usr/bin:/bin``, then ``HOME``, ``USER``,
   ``LOGNAME``, ``LANG``, ``LC_ALL``, ``TZ`` and ``TMPDIR`` when set), the environment's ``env``,
@@ -71,8 +71,6 @@ _LISTED_NAMES = 20
 DEFAULT_LOG_MAX_BYTES = DEFAULT_LOG_CAP
 """A session log's cap (10 MiB) unless the launcher is given another."""
 MIN_LOG_MAX_BYTES = 4096
-UNCAPPED_LOG_BYTES = 2**62
-"""The cap that is no cap: ``[retention] session_log_max_bytes = "off"``."""
 _STOP_WAIT_SLACK = 5.0  # seconds past SIGKILL a stop waits for the exit to be reported
 
 
@@ -227,10 +225,10 @@ class CommandLauncher:
         stop_grace: float = 10.0,
         recorder: SessionRecorder | None = None,
         clock: Clock,
-        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log_max_bytes: int | None = DEFAULT_LOG_MAX_BYTES,
         host: str | None = None,
     ) -> None:
-        if log_max_bytes < MIN_LOG_MAX_BYTES:
+        if log_max_bytes is not None and log_max_bytes < MIN_LOG_MAX_BYTES:
             raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
         self._declarations = declarations
         self._sessions_dir = state_dir / "sessions"
@@ -272,13 +270,14 @@ class CommandLauncher:
             await task_group.__aexit__(exc_type, exc, tb)
 
     @property
-    def log_max_bytes(self) -> int:
-        """The cap of the logs of sessions started from now on (SIGHUP may change it)."""
+    def log_max_bytes(self) -> int | None:
+        """The cap of the logs of sessions started from now on (``None``: no cap; SIGHUP may
+        change it)."""
         return self._log_max_bytes
 
     @log_max_bytes.setter
-    def log_max_bytes(self, value: int) -> None:
-        if value < MIN_LOG_MAX_BYTES:
+    def log_max_bytes(self, value: int | None) -> None:
+        if value is not None and value < MIN_LOG_MAX_BYTES:
             raise ValueError(f"log_max_bytes must be at least {MIN_LOG_MAX_BYTES}")
         self._log_max_bytes = value
 
@@ -321,12 +320,6 @@ class CommandLauncher:
             log_path=self.log_path(session.session_id),
             stopping=session.end_reason,
         )
-
-    async def wait_ended(self, session_id: str) -> None:
-        """Return once ``session_id`` is not running here (at once if it is not)."""
-        session = self._running.get(session_id)
-        if session is not None:
-            await session.exited.wait()
 
     async def stop_session(self, session_id: str) -> bool:
         """Stop a running session (SIGTERM to its group, SIGKILL after its agent's

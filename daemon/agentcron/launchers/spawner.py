@@ -33,8 +33,8 @@ The protocol, both directions, is a stream of frames: a header of two big-endian
 a JSON object of the first length and a raw payload of the second.
 
 - daemon -> helper: ``{"id": n, "argv": [...], "cwd": str|null, "env": {...}, "log": path,
-  "cap": bytes}`` with the request bytes (the child's stdin) as the payload (``cap`` optional:
-  ``DEFAULT_LOG_CAP``);
+  "cap": bytes|null}`` with the request bytes (the child's stdin) as the payload (``cap``
+  absent: ``DEFAULT_LOG_CAP``; null: no cap);
 - helper -> daemon: ``{"id": n, "pid": p}`` once the child runs, or
   ``{"id": n, "stage": "log"|"exec", "reason": str}`` when its log could not be created or
   the program could not be started; later ``{"exit": p, "status": s, "log_bytes": n}`` (a
@@ -129,7 +129,7 @@ class _Child:
     )
 
     def __init__(
-        self, pid: int, pidfd: int | None, stdin: int, *, out: int, log: int, cap: int
+        self, pid: int, pidfd: int | None, stdin: int, *, out: int, log: int, cap: int | None
     ) -> None:
         self.pid = pid
         self.pidfd = pidfd
@@ -137,8 +137,8 @@ class _Child:
         self.unsent = memoryview(b"")
         self.out = out  # the read end of its output pipe; -1 once closed
         self.log = log  # its session log (append); -1 once closed
-        self.cap = cap
-        self.marker = cap_marker(cap)
+        self.cap = cap  # None: no cap
+        self.marker = b"" if cap is None else cap_marker(cap)
         self.written = 0  # bytes in the log, the marker included
         self.exited = False
 
@@ -150,6 +150,11 @@ class _Child:
 
     def keep(self, data: bytes) -> None:
         """Append ``data`` to the log, up to the cap (then the marker, once)."""
+        if self.cap is None:
+            self.written += len(data)
+            with contextlib.suppress(OSError):
+                os.write(self.log, data)
+            return
         room = self.cap - len(self.marker) - self.written
         if room < 0:  # capped already: discard
             return
@@ -267,7 +272,8 @@ class Spawner:
             pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
             pidfd = None
-        cap = int(request.get("cap") or DEFAULT_LOG_CAP)
+        cap = request.get("cap", DEFAULT_LOG_CAP)
+        cap = None if cap is None else int(cap)
         child = _Child(pid, pidfd, stdin_write, out=out_read, log=log_fd, cap=cap)
         self._running += 1
         if pidfd is None:

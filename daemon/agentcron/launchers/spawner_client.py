@@ -152,11 +152,11 @@ class SpawnerClient:
         log_path: Path,
         stdin: bytes,
         listener: ChildListener,
-        log_cap: int = spawner.DEFAULT_LOG_CAP,
+        log_cap: int | None = spawner.DEFAULT_LOG_CAP,
     ) -> int:
         """Start ``argv`` and return its pid; raise ``SpawnError`` when its log or the program
         cannot be started. ``listener`` hears of its start and, later, of its exit. The log
-        never grows past ``log_cap`` bytes (see ``launchers.spawner``)."""
+        never grows past ``log_cap`` bytes (``None``: no cap; see ``launchers.spawner``)."""
         if self._closing:
             raise SpawnError("exec", "the session spawner is stopping")
         helper = self._helper or self._start()

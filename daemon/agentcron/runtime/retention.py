@@ -14,9 +14,10 @@ One *pass* every ``interval`` (and one at start):
 
 Each batch is one short write transaction; its size adapts so that the writer's hold stays
 near ``target_hold`` (``Pruned.held``, measured inside the transaction). Between batches the
-pruner sleeps at least ``pause`` and ``rest_ratio`` (4) times the last hold, and while fires
-are in flight (``busy()``) it waits for them (up to ``max_yield``), so a storm's claims and
-completions never queue behind more than one batch.
+pruner sleeps at least ``pause`` and ``rest_ratio`` (4) times the last hold, and while the
+fire path is busy (``busy()``: fires in flight or one due within 2 s, see
+``agentcron.daemon.fires_busy``) it waits (up to ``max_yield`` per batch, so a backlog still
+shrinks under a steady load), so a storm's claims and completions meet at most one batch.
 
 The latest pass's report is kept in memory (``last``) for ``/v1/health`` and ``agentcron
 status``; after a restart it is empty until the first pass, which runs at once.
@@ -47,15 +48,15 @@ log = structlog.get_logger(__name__)
 
 FIRST_BATCH = 200
 MIN_BATCH = 20
-MAX_BATCH = 5000
-TARGET_HOLD = 0.005
+MAX_BATCH = 1000
+TARGET_HOLD = 0.003
 """Seconds one prune transaction should hold the writer (the adaptive batch aims here)."""
 PAUSE = 0.02
 """Seconds of rest, at least, between two batches."""
 REST_RATIO = 4.0
 """Rest between batches, at least, as a multiple of the last batch's hold: the pruner holds
 the writer for at most a fifth of the time while it works through a backlog."""
-MAX_YIELD = 2.0
+MAX_YIELD = 5.0
 """Seconds a batch waits, at most, for the fires in flight to finish."""
 ORPHAN_CHECKS = 1000
 """Old log files looked up in the journal per pass (those no session names are removed)."""
@@ -175,6 +176,8 @@ class Pruner:
         before the first)."""
         self.holds: list[float] = []
         """Every batch's writer hold in seconds, since start (benchmarks read it)."""
+        self.removed = 0
+        """Rows removed since start (runs, sessions, outbox events)."""
         self._wakeup = anyio.Event()
 
     def reload(self, config: RetentionConfig) -> None:
@@ -257,7 +260,7 @@ class Pruner:
             if ranked is not None:
                 cutoffs.append(ranked)  # strictly older than the Nth newest: beyond the count
         if cutoffs:
-            before = min(cutoffs)
+            before = max(cutoffs)  # older than either limit keeps: both limits hold
             report.runs = await self._batches(
                 report, lambda limit: self._journal.prune_runs(before, limit)
             )
@@ -357,6 +360,7 @@ class Pruner:
         await self._yield_to_fires()
         pruned = await prune(self.batch)
         report.batches += 1
+        self.removed += pruned.removed
         if pruned.removed:
             self.holds.append(pruned.held)
             report.longest_hold = max(report.longest_hold, pruned.held)

@@ -333,8 +333,8 @@ class SessionEndOp(WriteOp[None]):
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class SessionRecoverOp(WriteOp[list[str]]):
-    """End every session ``host`` left running (``end_reason`` ``recovered``, status unknown);
-    ``result`` is their ids."""
+    """End every session ``host`` (or a daemon before hosts were recorded) left running
+    (``end_reason`` ``recovered``, status unknown); ``result`` is their ids."""
 
     host: str
     ended_at: datetime
@@ -346,7 +346,7 @@ class SessionRecoverOp(WriteOp[list[str]]):
         for op in ops:
             rows = await conn.fetch(
                 "UPDATE sessions SET ended_at = $1, end_reason = 'recovered' "
-                "WHERE host = $2 AND ended_at IS NULL RETURNING session_id",
+                "WHERE (host = $2 OR host IS NULL) AND ended_at IS NULL RETURNING session_id",
                 op.ended_at,
                 op.host,
             )

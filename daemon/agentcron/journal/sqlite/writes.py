@@ -253,8 +253,8 @@ class SessionEndOp(WriteOp[None]):
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class SessionRecoverOp(WriteOp[list[str]]):
-    """End every session ``host`` left running (``end_reason`` ``recovered``, status unknown);
-    ``result`` is their ids."""
+    """End every session ``host`` (or a daemon before hosts were recorded) left running
+    (``end_reason`` ``recovered``, status unknown); ``result`` is their ids."""
 
     host: str
     ended_at: int
@@ -267,7 +267,7 @@ class SessionRecoverOp(WriteOp[list[str]]):
                 row[0]
                 for row in conn.execute(
                     "UPDATE sessions SET ended_at = ?, end_reason = 'recovered' "
-                    "WHERE host = ? AND ended_at IS NULL RETURNING session_id",
+                    "WHERE (host = ? OR host IS NULL) AND ended_at IS NULL RETURNING session_id",
                     (op.ended_at, op.host),
                 )
             ]
