@@ -90,6 +90,7 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         self._connect = connect
         self._node_id: str | None = None
         self._fence_source: Callable[[], Fence] | None = None
+        self._in_flight: set[str] = set()  # claims of this process not completed yet
 
     @classmethod
     @asynccontextmanager
@@ -245,7 +246,16 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
             trigger_type=trigger_type,
             scheduled_at=scheduled_at,
         )
-        return await self._writer.submit(ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence))
+        self._in_flight.add(claim.run_id)  # before it commits: a recovery never takes it
+        landed: Claim | None = None
+        try:
+            landed = await self._writer.submit(
+                ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence)
+            )
+        finally:
+            if landed is None:
+                self._in_flight.discard(claim.run_id)
+        return landed
 
     async def complete_run(
         self,
@@ -259,16 +269,19 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
     ) -> DeploymentRun:
         """Record the outcome of an open claim; see ``Journal.complete_run``."""
         check_outcome(session_id, error)
-        return await self._writer.submit(
-            CompleteOp(
-                claim=claim,
-                session_id=session_id,
-                error=error,
-                completed_at=completed_at,
-                last_run_at=last_run_at,
-                events=events,
+        try:
+            return await self._writer.submit(
+                CompleteOp(
+                    claim=claim,
+                    session_id=session_id,
+                    error=error,
+                    completed_at=completed_at,
+                    last_run_at=last_run_at,
+                    events=events,
+                )
             )
-        )
+        finally:  # landed or not, the next recovery may complete it now
+            self._in_flight.discard(claim.run_id)
 
     async def recover_open_claims(
         self,
@@ -276,9 +289,19 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         *,
         events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None,
     ) -> list[DeploymentRun]:
-        """Complete every open claim as ``service_unavailable``; return those runs."""
+        """Complete every open claim as ``service_unavailable``; return those runs.
+
+        With leadership attached (``attach_leadership``), claims this process made and has
+        not completed yet are left alone: with several daemons on one database, a follower
+        that begins to lead may have manual runs in flight, which it completes itself (every
+        other open claim is an earlier leader's, or a stopped daemon's)."""
         return await self._writer.submit(
-            RecoverOp(outcome=RECOVERED_ERROR, completed_at=now, events_for=events_for)
+            RecoverOp(
+                outcome=RECOVERED_ERROR,
+                completed_at=now,
+                events_for=events_for,
+                keep=(lambda: self._in_flight) if self._node_id is not None else frozenset,
+            )
         )
 
     # --- deployments -------------------------------------------------------------------------
