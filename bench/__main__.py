@@ -8,7 +8,8 @@
                                            every deployment due at one instant: the runs'
                                            created_at - scheduled_at, read through the SDK
     python -m bench storm --launcher managed_agents   one launcher (repeatable; default both)
-    python -m bench schedule|journal|journal_pg|launchers|scheduler|api|retention [--quick]
+    python -m bench schedule|journal|journal_pg|launchers|scheduler|api|retention|failover [--quick]
+    python -m bench.storm --journal sqlite --journal postgresql   both journals, side by side
 
 ``--quick`` is the CI-sized run (storm and peer at N=1,000). The component benchmarks
 (``bench/<name>.py``) run as ``python -m bench.<name> [--quick]`` subprocesses; their own tables
@@ -39,7 +40,16 @@ from bench.storm import (
     wants_floor,
 )
 
-COMPONENTS = ("schedule", "journal", "journal_pg", "launchers", "scheduler", "api", "retention")
+COMPONENTS = (
+    "schedule",
+    "journal",
+    "journal_pg",
+    "launchers",
+    "scheduler",
+    "api",
+    "retention",
+    "failover",
+)
 WHOLE = ("storm", "peer")
 PEER_LAUNCHER: LauncherName = "command"
 

@@ -47,8 +47,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -126,6 +128,8 @@ class StormResult:
     threads_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)  # per thread name
     phases: Phases | None = None  # the daemon's own histograms over the minute (/metrics)
     stand_in: ServerKind = "aiohttp"  # which server played the hosted API (managed_agents)
+    journal: str = "sqlite"  # or "postgresql" (``--journal``)
+    transactions: float = math.nan  # journal write transactions committed over the window
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,10 +203,12 @@ def write_storm_config(
     max_jitter: float,
     base_url: str = "",
     in_flight: int | None = None,
+    journal_url: str | None = None,
 ) -> Path:
     """A daemon config for the storm; its paths are the ones ``DaemonProcess`` expects.
 
-    ``in_flight`` sets ``[launcher] max_concurrent_creations`` (``None``: the default)."""
+    ``in_flight`` sets ``[launcher] max_concurrent_creations`` (``None``: the default);
+    ``journal_url`` a PostgreSQL journal (``None``: the SQLite file)."""
     managed = (
         f'\n[launcher.managed_agents]\nbase_url = "{base_url}"\ntimeout = "30s"\n'
         if launcher == "managed_agents"
@@ -233,6 +239,9 @@ argv = ["/bin/true"]
 cwd = "{directory}"
 """
     )
+    if journal_url is not None:
+        with config.open("a") as handle:
+            handle.write(f'\n[journal]\nurl = "{journal_url}"\n')
     return config
 
 
@@ -322,8 +331,10 @@ async def run_storm(
     profile: Path | None = None,
     in_flight: int | None = None,
     stand_in: ServerKind = "aiohttp",
+    journal_url: str | None = None,
 ) -> StormResult:
-    """One storm of ``n`` deployments through ``launcher``; see the module docstring."""
+    """One storm of ``n`` deployments through ``launcher``; see the module docstring.
+    ``journal_url``: on that PostgreSQL database instead of the SQLite file."""
     directory = scratch_dir("agentcron-storm-")
     create_us = file_create_us(directory / "state" / "sessions") if launcher == "command" else 0.0
     async with _stand_in(launcher, stand_in) as api:
@@ -334,6 +345,7 @@ async def run_storm(
             max_jitter=max_jitter,
             base_url=api.base_url if api else "",
             in_flight=in_flight,
+            journal_url=journal_url,
         )
         env = {"ANTHROPIC_API_KEY": api.api_key} if api else {}
         daemon = DaemonProcess(directory, config, env=env)
@@ -354,7 +366,10 @@ async def run_storm(
                     stand_in_pid=api.pid if api else None,
                 )
                 tg.cancel_scope.cancel()
-            return dataclasses.replace(result, in_flight=in_flight, stand_in=stand_in)
+            journal = "sqlite" if journal_url is None else "postgresql"
+            return dataclasses.replace(
+                result, in_flight=in_flight, stand_in=stand_in, journal=journal
+            )
         finally:
             await anyio.to_thread.run_sync(daemon.close)
 
@@ -376,6 +391,7 @@ async def _measure(
     await _sleep_until(minute - timedelta(seconds=3))
     metrics_before = await anyio.to_thread.run_sync(metrics_sample, daemon.socket_path)
     await _sleep_until(minute - timedelta(seconds=1))
+    commits_before = await anyio.to_thread.run_sync(_commits, daemon.socket_path)
     before = process_usage(daemon.pid)
     threads_before = thread_cpu_s(daemon.pid)
     own_before = _own_cpu_s()
@@ -403,6 +419,7 @@ async def _measure(
     ours = after.cpu_s - before.cpu_s + own_cpu + stand_in_cpu + spawner_cpu
     if profiler is not None:
         await anyio.to_thread.run_sync(profiler.wait)
+    transactions = await anyio.to_thread.run_sync(_commits, daemon.socket_path) - commits_before
     status, health = await anyio.to_thread.run_sync(_health, daemon.socket_path)
     metrics_after = await anyio.to_thread.run_sync(metrics_sample, daemon.socket_path)
     missed = int(health.get("missed", 0)) if status == 200 and isinstance(health, dict) else -1
@@ -442,6 +459,7 @@ async def _measure(
             name: cpu - threads_before.get(name, 0.0) for name, cpu in threads_after.items()
         },
         phases=phases_between(metrics_before, metrics_after),
+        transactions=transactions,
     )
 
 
@@ -474,6 +492,20 @@ def _health(socket_path: Path) -> tuple[int, Any]:
         return response.status, json.loads(response.read() or b"null")
     finally:
         conn.close()
+
+
+def _commits(socket_path: Path) -> float:
+    """Journal write transactions committed so far (``/metrics``: the commit histogram)."""
+    conn = UnixHTTPConnection(socket_path, timeout=600.0)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith("agentcron_journal_commit_duration_seconds_count"):
+            return float(line.rsplit(" ", 1)[1])
+    return math.nan
 
 
 def _own_cpu_s() -> float:
@@ -521,6 +553,8 @@ def storm_rows(result: StormResult) -> list[Row]:
         case += f" in-flight={result.in_flight}"
     if result.launcher == "managed_agents" and result.stand_in != "aiohttp":
         case += f" {result.stand_in} stand-in"
+    if result.journal != "sqlite":
+        case += f" journal={result.journal}"
 
     def row(metric: str, value: float | str, unit: str = "", target: str = "") -> Row:
         return Row(bench="storm", case=case, metric=metric, value=value, unit=unit, target=target)
@@ -552,6 +586,7 @@ def storm_rows(result: StormResult) -> list[Row]:
             "< 2" if command else "",
         ),
         row("runs / missed", f"{result.runs}/{result.missed}", "", f"{result.n}/0"),
+        row("journal write transactions, same window", result.transactions),
         row("run errors", errors),
         row("daemon RSS peak (VmHWM)", result.hwm_mb, "MB"),
         row("daemon CPU for the minute", result.cpu_s, "s"),
@@ -621,6 +656,21 @@ def storm_sizes(quick: bool) -> list[int]:
     return [1_000] if quick else [1_000, 10_000, 100_000]
 
 
+def journal_urls(journals: list[str]) -> list[str | None]:
+    """Per ``--journal``: None (the SQLite file) or a fresh database of a throwaway cluster
+    (``tests.support.postgres``, Unix socket only), removed when the process exits."""
+    if "postgresql" not in journals:
+        return [None for _ in journals]
+    from tests.support.postgres import start_cluster  # noqa: PLC0415
+
+    cluster = start_cluster()
+    atexit.register(cluster.remove)
+    return [
+        None if journal == "sqlite" else cluster.url(cluster.create_database())
+        for journal in journals
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.storm")
     parser.add_argument("--quick", action="store_true", help="N=1,000 only")
@@ -647,13 +697,20 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="the hosted API's stand-in for managed_agents (repeatable; default aiohttp)",
     )
+    parser.add_argument(
+        "--journal",
+        choices=["sqlite", "postgresql"],
+        action="append",
+        help="journal backend (repeatable; default sqlite); postgresql runs a throwaway cluster",
+    )
     args = parser.parse_args(argv)
     sizes = args.n or storm_sizes(args.quick)
     launchers: list[LauncherName] = args.launcher or ["command", "managed_agents"]
     rows: list[Row] = []
+    urls = journal_urls(args.journal or ["sqlite"])
     for launcher in launchers:
         for n in sizes:
-            for in_flight in args.in_flight or [None]:
+            for in_flight, url in itertools.product(args.in_flight or [None], urls):
                 kinds: list[ServerKind] = ["aiohttp"]
                 if launcher == "managed_agents" and args.stand_in:
                     kinds = args.stand_in
@@ -666,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
                         profile=args.profile,
                         in_flight=in_flight,
                         stand_in=kind,
+                        journal_url=url,
                     )
                     result = anyio.run(storm)
                     shown = storm_rows(result) + (floor_rows(result) if wants_floor(result) else [])

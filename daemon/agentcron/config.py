@@ -92,6 +92,10 @@ class LauncherConfig:
     managed_agents: ManagedAgentsConfig = field(default_factory=ManagedAgentsConfig)
 
 
+DEFAULT_LEASE_TTL = 10.0
+"""``[journal] lease_ttl``: how long a leader's lease lasts unless renewed (seconds)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonConfig:
     state_dir: Path
@@ -117,6 +121,8 @@ class JournalConfig:
 
     url: str | None = None
     password_file: Path | None = None
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    """Seconds a leader's lease lasts unless renewed (renewed every third of it)."""
 
     @property
     def location(self) -> str | None:
@@ -458,6 +464,7 @@ def parse_config(
 def _journal(r: _Reader) -> JournalConfig:
     url = r.get("url", str, None)
     password_file = r.path("password_file", None)
+    lease_ttl = r.duration("lease_ttl", DEFAULT_LEASE_TTL, low=1.0, high=3600.0)
     if url is not None:
         parts = urlsplit(url)
         shown = redact_url(url)
@@ -473,7 +480,7 @@ def _journal(r: _Reader) -> JournalConfig:
             r.problem("url", f"must not have a #fragment, got {shown!r}")
     elif password_file is not None:
         r.problem("password_file", "is only used with journal.url (a PostgreSQL journal)")
-    return JournalConfig(url=url, password_file=password_file)
+    return JournalConfig(url=url, password_file=password_file, lease_ttl=lease_ttl)
 
 
 def _node_name(r: _Reader) -> str | None:

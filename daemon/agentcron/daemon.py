@@ -23,7 +23,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -51,10 +51,14 @@ from agentcron.runtime.delivery import Endpoint, WebhookDelivery, load_endpoints
 from agentcron.runtime.firing import Firing
 from agentcron.runtime.outbox import Outbox
 from agentcron.runtime.retention import Pruner
+from agentcron.runtime.roles import Standalone, node_id
 from agentcron.runtime.scheduler import Scheduler
 from agentcron.runtime.service import DeploymentService
 from agentcron.runtime.sessions import HostedSessions, LocalSessions, Sessions
 from agentcron.systemd import Notifier, listen_fds
+
+if TYPE_CHECKING:
+    from agentcron.runtime.leadership import Leadership
 
 log = structlog.get_logger("agentcron.daemon")
 
@@ -240,6 +244,7 @@ def effective_settings(config: Config) -> dict[str, Any]:
             "backend": "sqlite" if config.journal.url is None else "postgresql",
             "url": config.journal.location,
             "password_file": plain(config.journal.password_file),
+            **({} if config.journal.url is None else {"lease_ttl": config.journal.lease_ttl}),
         },
         "agents": sorted(config.declarations.agents),
         "environments": sorted(config.declarations.environments),
@@ -350,6 +355,7 @@ async def run_daemon(
             webhooks=endpoints,
         )
         service, scheduler = runtime.service, runtime.scheduler
+        leadership = leadership_for(config, journal, runtime)
         pruner = build_pruner(config, runtime, clock)
         app = create_app(
             service=service,
@@ -362,6 +368,7 @@ async def run_daemon(
             allowed_gids=daemon_cfg.allowed_gids,
             metrics=metrics,
             webhooks=runtime.webhooks,
+            leadership=leadership,
             retention=pruner,
             sessions=sessions,
         )
@@ -393,8 +400,11 @@ async def run_daemon(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle_signals, tg.cancel_scope)
-            await tg.start(runtime.webhooks.run)
-            await tg.start(scheduler.run)
+            if not isinstance(leadership, Standalone):  # several daemons may share the journal
+                await tg.start(leadership.run)
+            else:
+                await tg.start(runtime.webhooks.run)
+                await tg.start(scheduler.run)
             await tg.start(serve, app, sock)
             if config.metrics.listen is not None:
                 await tg.start(serve_metrics, metrics, *config.metrics.listen)
@@ -408,10 +418,45 @@ async def run_daemon(
                 journal=journal.location,
                 launcher=config.launcher.type,
                 deployments=counts,
+                role=leadership.role.value,
+                node_id=leadership.node_id,
             )
             tg.start_soon(keep_status_current)
             await tg.start(pruner.run)
     log.info("daemon_stopped")
+
+
+def leadership_for(config: Config, journal: Journal, runtime: Stack) -> Leadership | Standalone:
+    """``Standalone`` on SQLite; on PostgreSQL the lease loop whose terms run the scheduler
+    and the webhook delivery (``agentcron.runtime.leadership``)."""
+    node = node_id(config.daemon.node_name)
+    if config.journal.url is None:
+        return Standalone(node)
+    # Imported here: asyncpg is loaded only by a daemon that uses it.
+    from agentcron.journal.postgres.store import PostgresJournal  # noqa: PLC0415
+    from agentcron.runtime.leadership import Leadership  # noqa: PLC0415
+
+    assert isinstance(journal, PostgresJournal)
+
+    async def term() -> None:
+        runtime.copies.clear()  # copies kept while following may predate others' changes
+        async with anyio.create_task_group() as tg:
+            await tg.start(runtime.webhooks.run)
+            await tg.start(runtime.scheduler.run)
+            await anyio.sleep_forever()
+
+    async def refresh(deployment_ids: Sequence[str]) -> None:
+        await runtime.service.refresh(deployment_ids)
+        runtime.webhooks.wake_all()  # their events may be among the changes
+
+    return Leadership(
+        journal=journal,
+        node=node,
+        ttl=config.journal.lease_ttl,
+        term=term,
+        after_term=runtime.firing.reopen,
+        refresh=refresh,
+    )
 
 
 def build_pruner(config: Config, runtime: Stack, clock: Clock) -> Pruner:

@@ -24,7 +24,9 @@ class Notifier:
         self._socket: socket.socket | None = None
         if address:
             self._address = "\0" + address[1:] if address.startswith("@") else address
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: a notify socket nobody reads must never stall the event loop.
+            kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            self._socket = socket.socket(socket.AF_UNIX, kind)
         self.watchdog_interval = _watchdog_interval(environ)
         self._last_watchdog = 0.0
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from agentcron import ids
 from agentcron.core.timeutil import format_ts, from_micros, parse_duration, parse_ts, to_micros
+from agentcron.systemd import Notifier
 
 
 def test_ids_have_prefix_and_sort_by_creation() -> None:
@@ -104,3 +107,20 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations_are_rejected(bad: object) -> None:
     with pytest.raises(ValueError, match=r"duration|negative"):
         parse_duration(bad)
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(tmp_path: Path) -> None:
+    """systemd always reads its socket; a stalled reader must not stall the event loop (the
+    kernel queues only a few datagrams per unread socket): further messages are dropped."""
+    path = tmp_path / "notify.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        for index in range(200):  # a blocking socket would hang here at the 11th
+            notifier.status(f"line {index}")
+        notifier.close()
+        reader.settimeout(1)
+        assert reader.recv(100) == b"STATUS=line 0"
+    finally:
+        reader.close()

@@ -9,8 +9,9 @@ journal file itself is checked with sqlite3 and compared with what the agent act
 The agent is a tiny shell program that appends ``session_id run_id deployment_id`` to a file,
 so the file lists every session that was really started.
 
-CI runs a short version; ``AGENTCRON_CRASH_KILLS=200 pytest tests/e2e/test_crash.py`` runs the full
-one (marked ``slow``).
+Every round runs on both journals: the SQLite file and a PostgreSQL database (where a
+restarted daemon first waits for the lease its killed self held). CI runs a short version;
+``AGENTCRON_CRASH_KILLS=200 pytest tests/e2e/test_crash.py`` runs the full one (marked ``slow``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import asyncpg
 import pytest
 
 from tests.support.daemon_harness import DaemonProcess, create_body, write_config
@@ -130,6 +133,45 @@ def journal_facts(path: Path) -> dict[str, Any]:
         db.close()
 
 
+def postgres_facts(url: str) -> dict[str, Any]:
+    """``journal_facts`` of a PostgreSQL journal (the server checks its own pages)."""
+
+    async def read() -> dict[str, Any]:
+        conn = await asyncpg.connect(url)
+        try:
+            return {
+                "integrity": [("ok",)],
+                "duplicates": [
+                    tuple(row)
+                    for row in await conn.fetch(
+                        "SELECT deployment_id, scheduled_at, count(*) FROM runs "
+                        "WHERE scheduled_at IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1"
+                    )
+                ],
+                "open_claims": await conn.fetchval(
+                    "SELECT count(*) FROM runs WHERE created_at IS NULL"
+                ),
+                "not_exactly_one_outcome": await conn.fetchval(
+                    "SELECT count(*) FROM runs WHERE (session_id IS NULL) = (error_type IS NULL)"
+                ),
+                "runs": {
+                    row[0]: (row[1], row[2], row[3], row[4])
+                    for row in await conn.fetch(
+                        "SELECT id, session_id, error_type, trigger_type, error_message FROM runs"
+                    )
+                },
+            }
+        finally:
+            await conn.close()
+
+    return anyio.run(read)
+
+
+def leading(daemon: DaemonProcess) -> bool:
+    status, health = daemon.request("GET", "/v1/health")
+    return status == 200 and health["leadership"]["role"] in ("leader", "standalone")
+
+
 def seen_sessions(path: Path) -> list[tuple[str, str, str]]:
     if not path.exists():
         return []
@@ -142,7 +184,10 @@ def restart(daemon: DaemonProcess) -> None:
     daemon.start()
 
 
-def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
+def crash_rounds(tmp_path: Path, kills: int, seed: int, journal_url: str | None = None) -> None:
+    """The crash rounds on the SQLite journal, or on the PostgreSQL one at ``journal_url``
+    (with a one-second lease: each restarted daemon leads once its killed self's lease has
+    expired, and recovers the open claims then)."""
     rng = random.Random(seed)
     config = write_config(
         tmp_path,
@@ -151,6 +196,9 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
         max_concurrent_sessions=256,
         extra_daemon='misfire_grace = "60s"',
     )
+    if journal_url is not None:
+        with config.open("a") as handle:
+            handle.write(f'\n[journal]\nurl = "{journal_url}"\nlease_ttl = "1s"\n')
     daemon = DaemonProcess(tmp_path, config)
     outcomes = Outcomes()
     deployment_ids: list[str] = []
@@ -177,12 +225,16 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
             sender.join(timeout=60)
             assert not sender.is_alive()
         restart(daemon)  # completes the claims left open by the last kill
+        wait_until(lambda: leading(daemon), "the restarted daemon leads")
         burst(daemon, deployment_ids, outcomes)  # and still works
         assert daemon.stop() == 0, daemon.logs()[-3000:]
     finally:
         daemon.close()
 
-    facts = journal_facts(tmp_path / "state" / "journal.db")
+    if journal_url is None:
+        facts = journal_facts(tmp_path / "state" / "journal.db")
+    else:
+        facts = postgres_facts(journal_url)
     confirmed = {session for session, _, _, _ in facts["runs"].values() if session is not None}
     wait_until(  # orphaned agents of the last rounds may still be writing their one line
         lambda: confirmed <= {session for session, _, _ in seen_sessions(tmp_path / "seen.jsonl")},
@@ -192,6 +244,7 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
     runs: dict[str, tuple[str | None, str | None, str, str | None]] = facts["runs"]
     run_ids_seen = Counter(run_id for _, run_id, _ in seen)
     report = {
+        "backend": "sqlite" if journal_url is None else "postgresql",
         "kills": kills,
         "integrity": facts["integrity"][0][0] if len(facts["integrity"]) == 1 else "errors",
         "duplicate_occurrences": len(facts["duplicates"]),
@@ -229,16 +282,28 @@ def crash_rounds(tmp_path: Path, kills: int, seed: int) -> None:
     assert len(outcomes.answered) > 0
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_url(request: pytest.FixtureRequest) -> str | None:
+    """The backend of a crash run: None for the SQLite file, else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.mark.skipif(KILLS != SHORT_KILLS, reason="the full crash suite runs instead")
-def test_sigkill_during_run_bursts_loses_no_claim_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_sigkill_during_run_bursts_loses_no_claim_and_duplicates_nothing(
+    tmp_path: Path, journal_url: str | None
+) -> None:
     """A few SIGKILLs during concurrent manual runs and scheduled fires: the journal stays
     intact, every claim is completed exactly once, no session is started twice."""
-    crash_rounds(tmp_path, SHORT_KILLS, seed=int(time.time()))
+    crash_rounds(tmp_path, SHORT_KILLS, seed=int(time.time()), journal_url=journal_url)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(KILLS == SHORT_KILLS, reason="set AGENTCRON_CRASH_KILLS=200 for the full run")
 @pytest.mark.timeout(3600)
-def test_many_sigkills_lose_no_claim_and_duplicate_nothing(tmp_path: Path) -> None:
+def test_many_sigkills_lose_no_claim_and_duplicate_nothing(
+    tmp_path: Path, journal_url: str | None
+) -> None:
     """The full crash suite: AGENTCRON_CRASH_KILLS kills (200 for the documented run)."""
-    crash_rounds(tmp_path, KILLS, seed=KILLS)
+    crash_rounds(tmp_path, KILLS, seed=KILLS, journal_url=journal_url)

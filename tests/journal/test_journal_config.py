@@ -180,6 +180,7 @@ def test_check_config_shows_the_journal_without_its_password(tmp_path: Path) -> 
         "backend": "postgresql",
         "url": "postgresql://agentcron:***@/agentcron?host=/run/postgresql",
         "password_file": str(password_file),
+        "lease_ttl": 10.0,
     }
 
 
@@ -201,3 +202,38 @@ def test_check_config_rejects_an_unreadable_password_file(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "journal.password_file: cannot read /nonexistent/journal-pw" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_lease_lasts_ten_seconds_unless_configured() -> None:
+    assert parse_config({}, environ={}).journal.lease_ttl == 10.0
+    url = "postgresql:///agentcron?host=/run/postgresql"
+    config = parse_config({"journal": {"url": url, "lease_ttl": "2.5s"}}, environ={})
+    assert config.journal.lease_ttl == 2.5
+    named = parse_config({"daemon": {"node_name": "db-host-2.example:a"}}, environ={})
+    assert named.daemon.node_name == "db-host-2.example:a"
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        pytest.param(
+            {"journal": {"lease_ttl": "500ms"}},
+            "journal.lease_ttl: must be between 1s and 3600s, got 0.5s",
+            id="lease-too-short",
+        ),
+        pytest.param(
+            {"journal": {"lease_ttl": "soon"}},
+            "journal.lease_ttl: ",
+            id="lease-not-a-duration",
+        ),
+        pytest.param(
+            {"daemon": {"node_name": "has space"}},
+            "daemon.node_name: must be 1-100 characters of letters, digits, '_', '.', ':' and "
+            "'-', starting with a letter or digit, got 'has space'",
+            id="node-name",
+        ),
+    ],
+)
+def test_bad_leadership_keys_are_named(document: dict[str, Any], expected: str) -> None:
+    [problem] = problems_of(document)
+    assert problem.startswith(expected)

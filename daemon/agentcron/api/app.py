@@ -53,6 +53,7 @@ def create_app(
     allowed_gids: Collection[int] = (),
     metrics: Metrics | None = None,
     webhooks: WebhookDelivery | None = None,
+    leadership: routes.LeadershipStatus | None = None,
     retention: routes.RetentionHealth | None = None,
     sessions: Sessions | None = None,
 ) -> web.Application:
@@ -74,6 +75,8 @@ def create_app(
         app[observability.METRICS] = metrics
     if webhooks is not None:
         app[observability.WEBHOOKS] = webhooks
+    if leadership is not None:
+        app[routes.LEADERSHIP] = leadership
     if retention is not None:  # journal size, session-log bytes, last prune in /v1/health
         app[routes.RETENTION] = retention
     if sessions is not None:

@@ -43,6 +43,14 @@ class SchedulerHealth(Protocol):
         ...
 
 
+class LeadershipStatus(Protocol):
+    """What ``/v1/health`` reports of this daemon's role (``agentcron.runtime.leadership``)."""
+
+    def status(self) -> dict[str, Any]:
+        """Role, this daemon's id, the leader's id, the epoch, the lease's expiry."""
+        ...
+
+
 class RetentionHealth(Protocol):
     """What ``/v1/health`` reports of retention (``agentcron.runtime.retention.Pruner``)."""
 
@@ -58,6 +66,7 @@ CLOCK = web.AppKey[Clock]("clock")
 JOURNAL_PATH: web.AppKey[Path | str] = web.AppKey("journal_path")
 """Where the journal lives: its file, or its database URL without the password."""
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+LEADERSHIP = web.AppKey[LeadershipStatus]("leadership")
 RETENTION = web.AppKey[RetentionHealth]("retention")
 
 routes = web.RouteTableDef()
@@ -192,6 +201,8 @@ async def health(request: web.Request) -> web.Response:
         "scheduler": app[SCHEDULER].health(),
         "now": format_ts(app[CLOCK].now()),
     }
+    if LEADERSHIP in app:
+        body["leadership"] = app[LEADERSHIP].status()
     if RETENTION in app:
         body["retention"] = await app[RETENTION].health()
     return json_response(body)

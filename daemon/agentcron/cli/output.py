@@ -169,7 +169,22 @@ def health_text(health: Mapping[str, Any], socket_path: str) -> str:
     lines.extend(retention_lines(health.get("retention")))
     for reason in health.get("reasons") or []:
         lines.append(f"degraded:     {reason.get('type')}: {reason.get('message')}")
+    lines.extend(leadership_lines(health.get("leadership")))
     return "\n".join(lines)
+
+
+def leadership_lines(leadership: Mapping[str, Any] | None) -> list[str]:
+    """The role lines of ``agentcron status`` (none from a daemon that does not say)."""
+    if not leadership:
+        return []
+    lines = [f"role:         {leadership.get('role')} (this daemon: {leadership.get('node_id')})"]
+    if leadership.get("role") != "standalone":
+        lines.append(
+            f"leader:       {leadership.get('leader_id') or 'none'}, epoch "
+            f"{leadership.get('epoch') if leadership.get('epoch') is not None else '-'}, "
+            f"lease expires {leadership.get('lease_expires_at') or '-'}"
+        )
+    return lines
 
 
 def session_active(session: Mapping[str, Any]) -> str:

@@ -66,6 +66,12 @@ class DeploymentCopies:
             self._changed_while_reading.add(deployment.id)
         self._keep(deployment)
 
+    def clear(self) -> None:
+        """Drop every kept copy (they may predate changes made elsewhere: a new leader)."""
+        self._changes_seen += 1
+        self._kept.clear()
+        self._to_read.clear()
+
     def read_ahead(self, deployment_ids: list[str]) -> None:
         """Read these deployments (soon due) in the background, batched."""
         self._to_read.extend(deployment_ids)

@@ -190,6 +190,11 @@ class WebhookDelivery:
             if lane is not None:
                 lane.wake()
 
+    def wake_all(self) -> None:
+        """Look for due deliveries on every lane now (events another daemon committed)."""
+        for lane in self._lanes.values():
+            lane.wake()
+
     def endpoints(self) -> list[dict[str, Any]]:
         """Each configured endpoint as ``GET /v1/webhooks`` shows it (no secret, URL redacted)."""
         shown = []

@@ -176,6 +176,12 @@ class Firing:
     def stopping(self) -> bool:
         return self._stopping
 
+    def reopen(self) -> None:
+        """Accept fires again after ``drain`` (a daemon that stopped leading keeps serving
+        manual runs, and may lead again)."""
+        self._stopping = False
+        self._cutoff = False
+
     # --- the task group ------------------------------------------------------------------------
 
     async def run(

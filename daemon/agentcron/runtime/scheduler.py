@@ -138,7 +138,11 @@ class Scheduler:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Recover, build the heap, report started, then fire until cancelled; drain on exit."""
+        """Recover, build the heap, report started, then fire until cancelled; drain on exit.
+
+        May run again after it ended (a daemon that leads again after stepping down): each
+        run starts from the journal, as a restart does."""
+        self._reset()
         await self._startup()
         try:
             async with anyio.create_task_group() as tg:
@@ -155,6 +159,7 @@ class Scheduler:
                         await self._firing.drain(self._shutdown_grace)
                     tg.cancel_scope.cancel()  # fires that have not claimed yet never will
         finally:
+            self._started = False
             self._changes.notify()
             log.info("scheduler_stopped")
 
@@ -215,6 +220,16 @@ class Scheduler:
         )
 
     # --- startup -------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        """Forget the heap of an earlier run (the journal is read again)."""
+        for entry in self._entries.values():
+            entry.live = False
+        self._entries = {}
+        self._heap = []
+        self._soon = []
+        self._early = {}
+        self._next_cache.clear()
 
     async def _startup(self) -> None:
         now = self._clock.now()

@@ -263,6 +263,14 @@ class DeploymentService:
                 return None
             return await self._archive(current, "deployment_archived_agent_gone")
 
+    async def refresh(self, deployment_ids: Sequence[str]) -> None:
+        """Re-read deployments another daemon changed and tell every subscriber, as for a
+        change made here (under the change lock: a local change cannot interleave)."""
+        async with self._lock:
+            found = await self._journal.get_deployments(list(deployment_ids))
+            for deployment in found.values():
+                self._notify(deployment)
+
     async def counts(self) -> dict[str, int]:
         """``active``, ``paused``, ``archived``, ``scheduled`` deployments and ``runs``."""
         return await self._journal.counts()

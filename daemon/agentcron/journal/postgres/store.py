@@ -13,9 +13,11 @@ password itself, appear in no message, log line or ``location``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import anyio
 import asyncpg
@@ -31,6 +33,7 @@ from agentcron.core.models import (
 )
 from agentcron.errors import AgentcronError, JournalError
 from agentcron.journal.postgres.errors import FOREIGN, map_postgres_errors
+from agentcron.journal.postgres.lease import NOTIFY_CHANGE, LeaseLink
 from agentcron.journal.postgres.outbox import AttemptOp, EventsOp, OutboxQueries, RetryOp
 from agentcron.journal.postgres.reads import JournalQueries
 from agentcron.journal.postgres.retention import RetentionOps
@@ -74,10 +77,20 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
     block commits what is queued and closes the connections. Reads are in ``JournalQueries``.
     """
 
-    def __init__(self, url: str, writer: GroupCommitWriter, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        url: str,
+        writer: GroupCommitWriter,
+        pool: asyncpg.Pool,
+        connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+    ) -> None:
         super().__init__(pool)
         self._location = redact_url(url)
         self._writer = writer
+        self._connect = connect
+        self._node_id: str | None = None
+        self._fence_source: Callable[[], Fence] | None = None
+        self._in_flight: set[str] = set()  # claims of this process not completed yet
 
     @classmethod
     @asynccontextmanager
@@ -102,6 +115,9 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         """
         location = redact_url(url)
         settings = {"application_name": "agentcrond"}
+        # While the server is away the read pool retries its one idle connection and logs
+        # each attempt with a traceback; the journal's own errors say it once, without one.
+        logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(
@@ -136,7 +152,7 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
             # At start every failure is fatal (the daemon exits and says why), not a 503.
             raise JournalError(f"cannot open the journal {location}: {exc}") from exc
         writer = GroupCommitWriter(conn, connect, on_commit=on_commit)
-        journal = cls(url, writer, pool)
+        journal = cls(url, writer, pool, connect)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(writer.run)
@@ -169,6 +185,41 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         """The writer's connection (``None`` while lost): for tests and maintenance only."""
         return self._writer.connection
 
+    # --- leadership (several daemons on one database) ---------------------------------------
+
+    def lease_link(
+        self,
+        *,
+        holder: str,
+        ttl: float,
+        on_change: Callable[[str, str], None],
+        on_release: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> LeaseLink:
+        """A ``LeaseLink`` on a dedicated connection of this database (not yet open)."""
+        if self._connect is None:
+            raise JournalError("this journal was opened without a way to connect again")
+        return LeaseLink(
+            self._connect,
+            holder=holder,
+            ttl=ttl,
+            on_change=on_change,
+            on_release=on_release,
+            on_lost=on_lost,
+        )
+
+    def attach_leadership(self, node_id: str, fence: Callable[[], Fence]) -> None:
+        """From now on every deployment change sends ``pg_notify`` (``<node_id> <id>``) in
+        its own transaction, and every scheduled claim is fenced by ``fence()`` (which raises
+        ``ServiceUnavailable`` when this daemon is not the leader)."""
+        self._node_id = node_id
+        self._fence_source = fence
+
+    def _notify_statements(self, deployment_id: str) -> list[tuple[str, Sequence[Any]]]:
+        if self._node_id is None:
+            return []
+        return [(NOTIFY_CHANGE, [f"{self._node_id} {deployment_id}"])]
+
     # --- runs --------------------------------------------------------------------------------
 
     async def claim_run(
@@ -187,13 +238,24 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         written only if that lease is still held at that epoch when its transaction runs, and
         records the epoch; otherwise it raises ``ServiceUnavailable`` and writes nothing.
         """
+        if fence is None and trigger_type is TriggerType.SCHEDULE and self._fence_source:
+            fence = self._fence_source()  # ServiceUnavailable: not the leader
         claim = new_claim(
             deployment_id=deployment_id,
             agent=agent,
             trigger_type=trigger_type,
             scheduled_at=scheduled_at,
         )
-        return await self._writer.submit(ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence))
+        self._in_flight.add(claim.run_id)  # before it commits: a recovery never takes it
+        landed: Claim | None = None
+        try:
+            landed = await self._writer.submit(
+                ClaimOp(claim=claim, claimed_at=claimed_at, fence=fence)
+            )
+        finally:
+            if landed is None:
+                self._in_flight.discard(claim.run_id)
+        return landed
 
     async def complete_run(
         self,
@@ -207,16 +269,19 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
     ) -> DeploymentRun:
         """Record the outcome of an open claim; see ``Journal.complete_run``."""
         check_outcome(session_id, error)
-        return await self._writer.submit(
-            CompleteOp(
-                claim=claim,
-                session_id=session_id,
-                error=error,
-                completed_at=completed_at,
-                last_run_at=last_run_at,
-                events=events,
+        try:
+            return await self._writer.submit(
+                CompleteOp(
+                    claim=claim,
+                    session_id=session_id,
+                    error=error,
+                    completed_at=completed_at,
+                    last_run_at=last_run_at,
+                    events=events,
+                )
             )
-        )
+        finally:  # landed or not, the next recovery may complete it now
+            self._in_flight.discard(claim.run_id)
 
     async def recover_open_claims(
         self,
@@ -224,9 +289,19 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         *,
         events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None,
     ) -> list[DeploymentRun]:
-        """Complete every open claim as ``service_unavailable``; return those runs."""
+        """Complete every open claim as ``service_unavailable``; return those runs.
+
+        With leadership attached (``attach_leadership``), claims this process made and has
+        not completed yet are left alone: with several daemons on one database, a follower
+        that begins to lead may have manual runs in flight, which it completes itself (every
+        other open claim is an earlier leader's, or a stopped daemon's)."""
         return await self._writer.submit(
-            RecoverOp(outcome=RECOVERED_ERROR, completed_at=now, events_for=events_for)
+            RecoverOp(
+                outcome=RECOVERED_ERROR,
+                completed_at=now,
+                events_for=events_for,
+                keep=(lambda: self._in_flight) if self._node_id is not None else frozenset,
+            )
         )
 
     # --- deployments -------------------------------------------------------------------------
@@ -235,7 +310,8 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         """Store a new deployment."""
         values = deployment_values(deployment)
         row = [values[name] for name in DEPLOYMENT_NAMES]
-        await self._writer.submit(StatementOp(statements=[(_INSERT_DEPLOYMENT, row)]))
+        statements = [*self._notify_statements(deployment.id), (_INSERT_DEPLOYMENT, row)]
+        await self._writer.submit(StatementOp(statements=statements))
 
     async def update_deployment(
         self, deployment: Deployment, *, events: Sequence[OutboxEvent] = ()
@@ -249,7 +325,7 @@ class PostgresJournal(JournalQueries, OutboxQueries, RetentionOps):
         row = [values[name] for name in (*DEPLOYMENT_MUTABLE, "id")]
         await self._writer.submit(
             StatementOp(
-                statements=[(_UPDATE_DEPLOYMENT, row)],
+                statements=[*self._notify_statements(deployment.id), (_UPDATE_DEPLOYMENT, row)],
                 expect_rows=1,
                 missing=f"deployment {deployment.id} not found",
                 events=events,

@@ -3,7 +3,7 @@ batches: one statement over ``unnest``-ed arrays per batch of claims or completi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -206,6 +206,9 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
     outcome: RunError
     completed_at: datetime
     events_for: Callable[[DeploymentRun], Sequence[OutboxEvent]] | None = None
+    keep: Callable[[], Collection[str]] = frozenset
+    """Open claims left alone, read as the op applies: this process's own, still in flight
+    (its manual runs while it followed, when it begins to lead)."""
     result: list[DeploymentRun] = field(default_factory=list)
     failure: AgentcronError | None = None
 
@@ -214,10 +217,12 @@ class RecoverOp(WriteOp[list[DeploymentRun]]):
         for op in ops:
             rows = await conn.fetch(
                 "UPDATE runs SET error_type = $1, error_message = $2, created_at = $3 "
-                f"WHERE created_at IS NULL RETURNING {RUN_COLUMNS}, claimed_at",
+                "WHERE created_at IS NULL AND id <> ALL($4::text[]) "
+                f"RETURNING {RUN_COLUMNS}, claimed_at",
                 op.outcome.type,
                 op.outcome.message,
                 op.completed_at,
+                sorted(op.keep()),
             )
             rows = sorted(rows, key=lambda row: (row["claimed_at"], row["id"]))
             op.result = [run_from_row(tuple(row)[:-1]) for row in rows]
